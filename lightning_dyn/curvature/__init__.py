@@ -1,0 +1,26 @@
+"""Linear algebra on curvature operators (knows nothing of Lightning).
+
+``HessianOperator`` (products over a fixed probe set), ``top_eigenpairs`` (Lanczos with an error
+bound and warm starts), ``trace`` (Hutch++ / Hutchinson), ``spectral_density`` (stochastic
+Lanczos quadrature), ``PreconditionedOperator`` (``D H D``).
+"""
+
+from .density import SpectralDensity, spectral_density
+from .eigen import EigenResult, top_eigenpairs
+from .hessian import HessianOperator
+from .operator import CurvatureOperator, DenseOperator
+from .preconditioned import PreconditionedOperator
+from .trace import TraceEstimate, trace
+
+__all__ = [
+    "CurvatureOperator",
+    "DenseOperator",
+    "EigenResult",
+    "HessianOperator",
+    "PreconditionedOperator",
+    "SpectralDensity",
+    "TraceEstimate",
+    "spectral_density",
+    "top_eigenpairs",
+    "trace",
+]

@@ -1,0 +1,277 @@
+"""The Hessian of a loss over a fixed probe set, as a matrix-free operator.
+
+``H = ∇²L(θ)`` with ``L(θ) = Σ_b n_b L_b(θ) / Σ_b n_b``: the loss of each probe batch ``b``
+(``loss_fn(model, batch)``, a mean over its ``n_b`` samples) weighted by batch size, so ``L`` is
+the mean over all probe samples — the same reduction the optimizer sees. Products ``Hv`` by
+Pearlmutter's trick (Pearlmutter 1994, "Fast exact multiplication by the Hessian"):
+
+* ``"double_backward"``: ``Hv = ∇_θ ⟨∇_θ L, v⟩`` — reverse over reverse. With ``cache_graph``
+  the first-order graph is built once and each product is a single extra backward pass;
+* ``"forward_over_reverse"``: ``Hv = J_{∇L}(θ) v`` by ``torch.func.jvp`` of ``torch.func.grad``.
+
+Both compute the same exact product; ``benchmarks/curvature.py`` measures which is faster.
+
+The measurement never disturbs the model: parameters and buffers are substituted with
+``torch.func.functional_call`` (BatchNorm running statistics update copies, never the module's),
+products are taken with ``torch.autograd.grad`` (``.grad`` is untouched), the module's
+train/eval flags are restored, and the global RNG streams are forked and restored; inside, they
+are seeded with a private seed so that Dropout draws the same masks in every product. Under
+``torch.distributed`` every product is all-reduced, so each rank sees the Hessian of the global
+(all-rank) probe loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Iterable, Iterator, Literal, Optional, Sequence
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .operator import CurvatureOperator
+
+LossFn = Callable[[nn.Module, Any], torch.Tensor]
+
+
+def tree_map_tensors(fn: Callable[[torch.Tensor], torch.Tensor], batch: Any) -> Any:
+    """Apply ``fn`` to every tensor of a nested tuple/list/dict batch."""
+    if isinstance(batch, torch.Tensor):
+        return fn(batch)
+    if isinstance(batch, dict):
+        return type(batch)((k, tree_map_tensors(fn, v)) for k, v in batch.items())
+    if isinstance(batch, (list, tuple)):
+        mapped = [tree_map_tensors(fn, v) for v in batch]
+        return type(batch)(*mapped) if hasattr(batch, "_fields") else type(batch)(mapped)
+    return batch
+
+
+def batch_size(batch: Any) -> int:
+    """Number of samples in a batch: the leading dimension of its first tensor."""
+    if isinstance(batch, torch.Tensor):
+        if batch.dim() == 0:
+            raise ValueError("a probe batch must have a batch dimension")
+        return batch.shape[0]
+    values = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (list, tuple)) else ()
+    for v in values:
+        try:
+            return batch_size(v)
+        except ValueError:
+            continue
+    raise ValueError(f"cannot find a tensor in the probe batch of type {type(batch).__name__}")
+
+
+@contextlib.contextmanager
+def measurement_context(model: nn.Module, *, train: bool, seed: int) -> Iterator[None]:
+    """Set train/eval mode and a private RNG seed; restore modes and global RNG streams after."""
+    modes = [(m, m.training) for m in model.modules()]
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.default_generator.manual_seed(seed)
+        for d in cuda:
+            torch.cuda.default_generators[d].manual_seed(seed)
+        model.train(train)
+        try:
+            yield
+        finally:
+            for m, flag in modes:
+                m.training = flag
+
+
+class _LossModule(nn.Module):
+    """``loss_fn(model, batch)`` as a module, so ``functional_call`` can substitute the model's tensors."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        return self.loss_fn(self.model, batch)
+
+
+class HessianOperator(CurvatureOperator):
+    """Matrix-free Hessian of a model's loss over a fixed probe set.
+
+    Args:
+        model: the network; its trainable parameters (``requires_grad``) span the operator's space,
+            flattened in ``named_parameters()`` order.
+        loss_fn: ``loss_fn(model, batch) -> scalar``, the mean loss of a batch.
+        batches: the probe set, a non-empty sequence of batches (tensors or tuples/lists/dicts of
+            tensors), weighted by batch size.
+        dtype: compute in this dtype (e.g. ``torch.float64`` for reference values on small models);
+            default: the parameters' dtype.
+        mode: ``"eval"`` (default: Dropout off, BatchNorm uses running statistics) or ``"train"``
+            (Dropout on with the same private masks in every product, BatchNorm in batch-statistics
+            mode; the module's running statistics are still never changed).
+        backend: ``"double_backward"`` (default, faster by ``benchmarks/curvature.py``) or
+            ``"forward_over_reverse"`` (``torch.func``; needs a model without in-place buffer
+            updates, i.e. ``mode="eval"`` for BatchNorm).
+        cache_graph: keep the first-order graph between products (one backward per product
+            instead of forward + two backwards; costs the activation memory of all probe
+            batches). Default: cache when the probe set is a single batch.
+        params: restrict the operator to these parameters (default: all trainable ones).
+        seed: private seed for Dropout masks in ``mode="train"``.
+        distributed: all-reduce products over the default process group (default: when
+            ``torch.distributed`` is initialised with more than one rank). Every rank must then
+            build the operator and take each product together.
+
+    The operator is the Hessian at the parameters current when it is built; changing them in
+    place afterwards raises at the next product (build a new operator — it is cheap).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        batches: Sequence[Any],
+        *,
+        dtype: Optional[torch.dtype] = None,
+        mode: Literal["eval", "train"] = "eval",
+        backend: Literal["double_backward", "forward_over_reverse"] = "double_backward",
+        cache_graph: Optional[bool] = None,
+        params: Optional[Iterable[nn.Parameter]] = None,
+        seed: int = 0,
+        distributed: Optional[bool] = None,
+    ) -> None:
+        super().__init__()
+        if mode not in ("eval", "train"):
+            raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
+        if backend not in ("double_backward", "forward_over_reverse"):
+            raise ValueError(f"backend must be 'double_backward' or 'forward_over_reverse', got {backend!r}")
+        if isinstance(batches, (torch.Tensor, dict)) or not isinstance(batches, Sequence):
+            raise TypeError("batches must be a list of batches (wrap a single batch as [batch])")
+        if len(batches) == 0:
+            raise ValueError("the probe set is empty: pass at least one batch")
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        if params is not None:
+            wanted = {id(p) for p in params}
+            named = [(n, p) for n, p in named if id(p) in wanted]
+        if not named:
+            raise ValueError("the model has no trainable parameters to differentiate")
+        self.model, self.loss_fn = model, loss_fn
+        self.param_names = [n for n, _ in named]
+        self._params = [p for _, p in named]
+        self.shapes = [p.shape for p in self._params]
+        self.numels = [p.numel() for p in self._params]
+        self.size = sum(self.numels)
+        self.device = self._params[0].device
+        self.dtype = dtype or self._params[0].dtype
+        self.train_mode = mode == "train"
+        self.backend = backend
+        self.seed = seed
+        self.cache_graph = (len(batches) == 1) if cache_graph is None else cache_graph
+        self._cast = dtype is not None and dtype != self._params[0].dtype
+        self._versions = [p._version for p in self._params]
+
+        def to_device(t: torch.Tensor) -> torch.Tensor:
+            t = t.to(self.device)
+            return t.to(self.dtype) if self._cast and t.is_floating_point() else t
+
+        self.batches = [tree_map_tensors(to_device, b) for b in batches]
+        self.weights = [float(batch_size(b)) for b in self.batches]
+        self._wrapper = _LossModule(model, loss_fn)
+        self._buffers = [(n, b) for n, b in model.named_buffers()]
+        self._tensors = {
+            "model." + n: (p.detach().to(self.dtype) if self._cast else p.detach()).requires_grad_(backend == "double_backward")
+            for n, p in named
+        }
+        self._graphs: dict[int, tuple[list[torch.Tensor], list[int]]] = {}
+        if distributed is None:
+            distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        self.distributed = distributed
+        total = torch.tensor([sum(self.weights)], device=self.device, dtype=torch.float64)
+        if self.distributed:
+            dist.all_reduce(total)
+        self.total_weight = float(total)
+
+    # -- flat <-> per-parameter ---------------------------------------------------------------
+    def unflatten(self, v: torch.Tensor) -> list[torch.Tensor]:
+        """Split a flat vector into tensors shaped like the parameters."""
+        return [c.view(s) for c, s in zip(torch.split(v, self.numels), self.shapes)]
+
+    @staticmethod
+    def flatten(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([t.reshape(-1) for t in tensors])
+
+    def parameters_vector(self) -> torch.Tensor:
+        """The parameters the operator is evaluated at, as a flat vector."""
+        return self.flatten([p.detach().to(self.dtype) for p in self._params])
+
+    # -- products -----------------------------------------------------------------------------
+    def _arguments(self) -> dict[str, torch.Tensor]:
+        buffers = {"model." + n: (b.detach().to(self.dtype) if self._cast and b.is_floating_point() else b.detach()).clone()
+                   for n, b in self._buffers}
+        return {**self._tensors, **buffers}
+
+    def _loss(self, tensors: dict[str, torch.Tensor], batch: Any) -> torch.Tensor:
+        loss = torch.func.functional_call(self._wrapper, tensors, (batch,))
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            raise ValueError("loss_fn(model, batch) must return a scalar tensor")
+        return loss.reshape(())
+
+    def _first_order(self, i: int) -> tuple[list[torch.Tensor], list[int]]:
+        """Gradient of batch ``i``'s loss with its graph; indices of entries that depend on θ."""
+        if i in self._graphs:
+            return self._graphs[i]
+        tensors = self._arguments()
+        loss = self._loss(tensors, self.batches[i])
+        if not loss.requires_grad:
+            raise ValueError(
+                "loss_fn(model, batch) returned a loss that does not depend on the parameters through "
+                "autograd (computed under torch.no_grad(), or detached?); the Hessian needs a loss that "
+                "is twice differentiable"
+            )
+        inputs = [tensors["model." + n] for n in self.param_names]
+        grads = torch.autograd.grad(loss, inputs, create_graph=True, allow_unused=True)
+        grads = [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs)]
+        live = [j for j, g in enumerate(grads) if g.requires_grad]
+        if self.cache_graph:
+            self._graphs[i] = (grads, live)
+        return grads, live
+
+    def _hvp_double_backward(self, i: int, vs: list[torch.Tensor]) -> list[torch.Tensor]:
+        grads, live = self._first_order(i)
+        inputs = [self._tensors["model." + n] for n in self.param_names]
+        out = [torch.zeros_like(x) for x in inputs]
+        if live:
+            hv = torch.autograd.grad(
+                [grads[j] for j in live], inputs, grad_outputs=[vs[j] for j in live],
+                retain_graph=self.cache_graph, allow_unused=True,
+            )
+            out = [o if h is None else h for o, h in zip(out, hv)]
+        return out
+
+    def _hvp_forward_over_reverse(self, i: int, vs: list[torch.Tensor]) -> list[torch.Tensor]:
+        fixed = {k: v for k, v in self._arguments().items() if k not in self._tensors}
+        batch = self.batches[i]
+        keys = ["model." + n for n in self.param_names]
+
+        def loss_of(p: dict[str, torch.Tensor]) -> torch.Tensor:
+            return self._loss({**p, **fixed}, batch)
+
+        primal = {k: self._tensors[k] for k in keys}
+        tangent = dict(zip(keys, vs))
+        try:
+            _, hv = torch.func.jvp(torch.func.grad(loss_of), (primal,), (tangent,))
+        except RuntimeError as err:  # e.g. F.mse_loss has no forward-over-reverse formula in torch 2.13
+            raise RuntimeError(
+                f"backend='forward_over_reverse' failed on this loss ({err}); use backend='double_backward'"
+            ) from err
+        return [hv[k] for k in keys]
+
+    def _matvec(self, v: torch.Tensor) -> torch.Tensor:
+        if any(p._version != ver for p, ver in zip(self._params, self._versions)):
+            raise RuntimeError(
+                "the model's parameters changed in place since this HessianOperator was built; "
+                "build a new operator at the new parameters"
+            )
+        vs = self.unflatten(v)
+        hvp = self._hvp_double_backward if self.backend == "double_backward" else self._hvp_forward_over_reverse
+        total = torch.zeros(self.size, device=self.device, dtype=self.dtype)
+        with measurement_context(self.model, train=self.train_mode, seed=self.seed):
+            for i, w in enumerate(self.weights):
+                total.add_(self.flatten(hvp(i, vs)), alpha=w)
+        if self.distributed:
+            dist.all_reduce(total)
+        return total.div_(self.total_weight)

@@ -1,0 +1,136 @@
+"""Lanczos with full reorthogonalisation, run on the operator's device.
+
+For a symmetric ``A`` and a unit start vector ``q₁``, Lanczos builds an orthonormal basis
+``Q_m = [q₁ … q_m]`` of the Krylov space ``K_m(A, q₁)`` with ``Q_mᵀ A Q_m = T_m`` tridiagonal
+(diagonal ``α``, off-diagonal ``β``). The eigenpairs ``(θ_i, s_i)`` of ``T_m`` give Ritz pairs
+``(θ_i, Q_m s_i)`` whose residual is ``‖A y_i − θ_i y_i‖ = β_m |s_i[m]|`` — known without an
+extra product (Golub & Van Loan, *Matrix Computations*, §10.1; Parlett, *The Symmetric Eigenvalue
+Problem*, §13). The basis lives on the device; only ``α_j, β_j`` (two scalars a step) come to the
+host, where scipy solves the tiny tridiagonal eigenproblem.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+import scipy.linalg
+import torch
+
+from ._random import random_vectors
+
+
+class LanczosIteration:
+    """Incremental Lanczos: call :meth:`step` until satisfied, read :meth:`ritz`.
+
+    Every step costs one product. Full reorthogonalisation (classical Gram–Schmidt applied
+    twice) keeps the basis orthonormal to working precision, so no spurious copies of converged
+    eigenvalues appear. On breakdown (``β ≈ 0``: the Krylov space is invariant) the iteration
+    continues, when ``restart`` is set, from a random vector orthogonal to the basis, so repeated
+    eigenvalues and start vectors that miss part of the spectrum are still handled.
+    """
+
+    def __init__(
+        self,
+        matvec: Callable[[torch.Tensor], torch.Tensor],
+        start: torch.Tensor,
+        *,
+        max_steps: int,
+        generator: torch.Generator,
+        restart: bool = True,
+    ) -> None:
+        self.matvec = matvec
+        self.size = start.numel()
+        self.max_steps = min(max_steps, self.size)
+        self.generator = generator
+        self.restart = restart
+        self._basis = torch.empty((min(self.max_steps, 16) + 1, self.size), device=start.device, dtype=start.dtype)
+        norm = torch.linalg.vector_norm(start)
+        if not torch.isfinite(norm) or norm == 0:
+            raise ValueError("the Lanczos start vector must be finite and non-zero")
+        self._basis[0] = start / norm
+        self.alpha: list[float] = []
+        self.beta: list[float] = []  # beta[j] couples q_j and q_{j+1}; beta[-1] is the current residual norm
+        self.exhausted = False  # the whole space has been spanned (or breakdown without restart)
+        self.restarted = False  # the last step broke down and a fresh block began
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.alpha)
+
+    @property
+    def basis(self) -> torch.Tensor:
+        """The orthonormal basis ``Q_m`` as rows, shape ``(m, size)``."""
+        return self._basis[: self.num_steps]
+
+    def _grow(self) -> None:
+        m = self.num_steps
+        if m + 1 < self._basis.shape[0]:
+            return
+        cap = min(2 * self._basis.shape[0], self.max_steps + 1)
+        bigger = torch.empty((cap, self.size), device=self._basis.device, dtype=self._basis.dtype)
+        bigger[: m + 1] = self._basis[: m + 1]
+        self._basis = bigger
+
+    def _orthogonalise(self, w: torch.Tensor, upto: int) -> torch.Tensor:
+        Q = self._basis[:upto]
+        for _ in range(2):  # CGS2: twice is enough (Giraud et al. 2005)
+            w = w - Q.T @ (Q @ w)
+        return w
+
+    def step(self) -> None:
+        """One product ``A q_m``, one new column of ``T``."""
+        if self.exhausted or self.num_steps >= self.max_steps:
+            raise RuntimeError("Lanczos cannot take more steps")
+        j = self.num_steps
+        self.restarted = False
+        q = self._basis[j]
+        w = self.matvec(q)
+        alpha = torch.dot(q, w)
+        w = self._orthogonalise(w, j + 1)
+        beta = torch.linalg.vector_norm(w)
+        a, b = float(alpha), float(beta)  # the one host sync of the step
+        if not (np.isfinite(a) and np.isfinite(b)):
+            raise FloatingPointError(
+                f"the operator returned a non-finite product at Lanczos step {j + 1} (alpha={a}, beta={b}); "
+                "the model or the loss produces NaN/Inf at these parameters"
+            )
+        self.alpha.append(a)
+        self._grow()
+        scale = max(abs(x) for x in self.alpha) + max(self.beta, default=0.0)
+        if j + 1 >= self.size:
+            self.exhausted = True
+            self.beta.append(0.0)
+            return
+        if b > torch.finfo(w.dtype).eps ** (2 / 3) * scale:
+            self.beta.append(b)
+            self._basis[j + 1] = w / beta
+            return
+        # breakdown: K_m is invariant
+        self.beta.append(0.0)
+        if not self.restart:
+            self.exhausted = True
+            return
+        self.restarted = True
+        fresh = random_vectors((self.size,), device=w.device, dtype=w.dtype, generator=self.generator)
+        fresh = self._orthogonalise(fresh, j + 1)
+        self._basis[j + 1] = fresh / torch.linalg.vector_norm(fresh)
+
+    def tridiagonal(self) -> tuple[np.ndarray, np.ndarray]:
+        m = self.num_steps
+        return np.asarray(self.alpha, dtype=np.float64), np.asarray(self.beta[: m - 1], dtype=np.float64)
+
+    def ritz(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Ritz values (ascending), eigenvectors ``S`` of ``T_m`` and residual norms ``β_m |S[m−1, i]|``."""
+        d, e = self.tridiagonal()
+        if len(d) == 1:
+            theta, S = d.copy(), np.ones((1, 1))
+        else:
+            theta, S = scipy.linalg.eigh_tridiagonal(d, e)
+        residuals = abs(self.beta[-1]) * np.abs(S[-1, :])
+        return theta, S, residuals
+
+    def ritz_vectors(self, S: np.ndarray) -> torch.Tensor:
+        """``Q_m S`` for selected columns ``S`` (shape ``(m, j)``): the Ritz vectors, shape ``(size, j)``."""
+        S_t = torch.as_tensor(S, device=self._basis.device, dtype=self._basis.dtype)
+        return self.basis.T @ S_t

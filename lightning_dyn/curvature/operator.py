@@ -1,0 +1,60 @@
+"""The small base class every curvature operator derives from.
+
+A curvature operator is a symmetric linear map ``v ↦ A v`` on flat parameter vectors of length
+``size``. Solvers (:func:`top_eigenpairs`, :func:`trace`, :func:`spectral_density`) only use
+``matvec`` and the attributes below, so any operator — a Hessian, a preconditioned Hessian, a dense
+matrix in a test — plugs into all of them.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class CurvatureOperator:
+    """Symmetric linear operator on flat vectors.
+
+    Subclasses implement :meth:`_matvec`; this class counts products (``num_matvecs``), checks
+    shapes, and offers ``op @ v`` and :meth:`matmat`.
+    """
+
+    size: int
+    device: torch.device
+    dtype: torch.dtype
+
+    def __init__(self) -> None:
+        self.num_matvecs = 0
+
+    def _matvec(self, v: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """Return ``A v`` for a flat vector ``v`` of length :attr:`size`."""
+        if v.shape != (self.size,):
+            raise ValueError(f"matvec expects a flat vector of shape ({self.size},), got {tuple(v.shape)}")
+        out = self._matvec(v.to(device=self.device, dtype=self.dtype))
+        self.num_matvecs += 1
+        return out
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        """Return ``A V`` column by column for ``V`` of shape ``(size, m)``."""
+        return torch.stack([self.matvec(V[:, j]) for j in range(V.shape[1])], dim=1)
+
+    def __matmul__(self, v: torch.Tensor) -> torch.Tensor:
+        return self.matvec(v) if v.dim() == 1 else self.matmat(v)
+
+
+class DenseOperator(CurvatureOperator):
+    """A dense symmetric matrix as an operator (for tests and small problems)."""
+
+    def __init__(self, matrix: torch.Tensor) -> None:
+        super().__init__()
+        if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1]:
+            raise ValueError(f"DenseOperator needs a square matrix, got shape {tuple(matrix.shape)}")
+        self.matrix = matrix
+        self.size = matrix.shape[0]
+        self.device = matrix.device
+        self.dtype = matrix.dtype
+
+    def _matvec(self, v: torch.Tensor) -> torch.Tensor:
+        return self.matrix @ v

@@ -1,0 +1,116 @@
+import pytest
+import torch
+from torch import nn
+
+from lightning_dyn.curvature import HessianOperator
+from tests.helpers import cross_entropy_loss, dense_hessian, mlp, mse_loss, regression_data
+
+
+def squared_error(model, batch):  # F.mse_loss has no forward-over-reverse rule in torch 2.13
+    return ((model(batch[0]) - batch[1]) ** 2).mean()
+
+
+@pytest.mark.parametrize("backend", ["double_backward", "forward_over_reverse"])
+@pytest.mark.parametrize("cache_graph", [True, False])
+@pytest.mark.parametrize("activation,loss", [(nn.Tanh, "mse"), (nn.ReLU, "mse"), (nn.Tanh, "ce")])
+def test_products_match_dense_hessian(backend, cache_graph, activation, loss):
+    model = mlp(activation)
+    x, y = regression_data()
+    loss_fn = squared_error if loss == "mse" else cross_entropy_loss
+    if loss == "ce":
+        y = y.argmax(1)
+    batches = [(x[:7], y[:7]), (x[7:], y[7:])]  # unequal sizes: weighting by batch size matters
+    H = dense_hessian(model, loss_fn, batches)
+    op = HessianOperator(model, loss_fn, batches, backend=backend, cache_graph=cache_graph)
+    g = torch.Generator().manual_seed(3)
+    for _ in range(3):
+        v = torch.randn(op.size, generator=g, dtype=torch.float64)
+        torch.testing.assert_close(op @ v, H @ v, rtol=1e-10, atol=1e-12)
+    assert op.num_matvecs == 3
+
+
+def test_linear_regression_hessian_is_xtx_over_n():
+    x, y = regression_data(n=30, d=5, c=1)
+    model = nn.Linear(5, 1, bias=False).double()
+
+    def loss(m, b):
+        return 0.5 * ((m(b[0]) - b[1]) ** 2).mean()
+
+    op = HessianOperator(model, loss, [(x, y)])
+    H = torch.stack([op @ e for e in torch.eye(5, dtype=torch.float64)], dim=1)
+    torch.testing.assert_close(H, x.T @ x / 30, rtol=1e-12, atol=1e-14)
+
+
+def test_float64_on_a_float32_model_matches_float64_reference():
+    model = mlp(nn.Tanh, dtype=torch.float32)
+    x, y = regression_data(dtype=torch.float32)
+    op = HessianOperator(model, mse_loss, [(x, y)], dtype=torch.float64)
+    assert op.dtype == torch.float64 and next(model.parameters()).dtype == torch.float32
+    H = dense_hessian(mlp(nn.Tanh, dtype=torch.float64), mse_loss, [(x.double(), y.double())])
+    v = torch.randn(op.size, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(op @ v, H @ v, rtol=1e-10, atol=1e-12)
+
+
+def _bn_dropout_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3)).double()
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_batchnorm_dropout_products_repeat_and_leave_no_trace(mode):
+    model = _bn_dropout_model()
+    model.train()
+    x, y = regression_data()
+    # a prior gradient that must survive
+    mse_loss(model, (x, y)).backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    buffers = [b.clone() for b in model.buffers()]
+    rng = torch.get_rng_state()
+    op = HessianOperator(model, cross_entropy_loss, [(x, y.argmax(1))], mode=mode, cache_graph=False)
+    v = torch.randn(op.size, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    a, b = op @ v, op @ v
+    assert torch.equal(a, b), "two products of the same vector must agree bitwise"
+    assert model.training and all(m.training for m in model.modules())
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads))
+    assert all(torch.equal(b0, b1) for b0, b1 in zip(buffers, model.buffers()))
+    assert torch.equal(torch.get_rng_state(), rng)
+    if mode == "train":  # Dropout active: the product differs from eval mode's
+        ev = HessianOperator(model, cross_entropy_loss, [(x, y.argmax(1))], mode="eval") @ v
+        assert not torch.allclose(ev, a)
+
+
+def test_eval_mode_matches_dense_hessian_of_eval_model():
+    model = _bn_dropout_model()
+    model[1].running_mean.uniform_(-0.5, 0.5, generator=torch.Generator().manual_seed(2))
+    model[1].running_var.uniform_(0.5, 2.0, generator=torch.Generator().manual_seed(3))
+    x, y = regression_data()
+    model.train()
+    op = HessianOperator(model, mse_loss, [(x, y)])
+    model.eval()
+    H = dense_hessian(model, mse_loss, [(x, y)])
+    v = torch.randn(op.size, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(op @ v, H @ v, rtol=1e-10, atol=1e-12)
+
+
+def test_bad_inputs_raise_clearly():
+    model = mlp()
+    x, y = regression_data()
+    with pytest.raises(ValueError, match="probe set is empty"):
+        HessianOperator(model, mse_loss, [])
+    with pytest.raises(TypeError, match="list of batches"):
+        HessianOperator(model, mse_loss, x)
+
+    def no_grad_loss(m, b):
+        with torch.no_grad():
+            return mse_loss(m, b)
+
+    op = HessianOperator(model, no_grad_loss, [(x, y)])
+    with pytest.raises(ValueError, match="twice differentiable"):
+        op @ torch.ones(op.size, dtype=torch.float64)
+    op = HessianOperator(model, mse_loss, [(x, y)])
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    with pytest.raises(RuntimeError, match="changed in place"):
+        op @ torch.ones(op.size, dtype=torch.float64)
+    with pytest.raises(ValueError, match="mode"):
+        HessianOperator(model, mse_loss, [(x, y)], mode="test")

@@ -1,0 +1,58 @@
+"""Small models and exact dense Hessians (float64) for ground-truth checks."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def mlp(activation: type[nn.Module] = nn.Tanh, sizes=(6, 8, 3), dtype=torch.float64, seed=0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), activation()]
+    return nn.Sequential(*layers[:-1]).to(dtype)
+
+
+def regression_data(n=20, d=6, c=3, dtype=torch.float64, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g, dtype=dtype)
+    y = torch.randn(n, c, generator=g, dtype=dtype)
+    return x, y
+
+
+def mse_loss(model, batch):
+    x, y = batch
+    return F.mse_loss(model(x), y)
+
+
+def cross_entropy_loss(model, batch):
+    x, y = batch
+    return F.cross_entropy(model(x), y)
+
+
+def dense_hessian(model: nn.Module, loss_fn, batches) -> torch.Tensor:
+    """Exact Hessian of the size-weighted mean loss, by torch.autograd.functional.hessian."""
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    shapes = [p.shape for _, p in model.named_parameters() if p.requires_grad]
+    flat0 = torch.cat([p.detach().reshape(-1).double() for _, p in model.named_parameters() if p.requires_grad])
+    sizes = [s.numel() for s in shapes]
+    model64 = model.double()
+
+    class Wrap(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model64
+
+        def forward(self, b):
+            return loss_fn(self.model, b)
+
+    wrap = Wrap()
+    n_total = sum(b[0].shape[0] for b in batches)
+
+    def f(flat):
+        params = {"model." + n: c.view(s) for n, c, s in zip(names, torch.split(flat, sizes), shapes)}
+        return sum(torch.func.functional_call(wrap, params, (b,)) * b[0].shape[0] for b in batches) / n_total
+
+    return torch.autograd.functional.hessian(f, flat0)
