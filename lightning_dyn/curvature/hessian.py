@@ -210,6 +210,14 @@ class HessianOperator(CurvatureOperator):
             raise ValueError("loss_fn(model, batch) must return a scalar tensor")
         return loss.reshape(())
 
+    def loss(self) -> torch.Tensor:
+        """The probe loss ``L`` at the operator's parameters (this rank's batches, size-weighted),
+        computed like the products: the module's buffers, modes and RNG streams are left alone."""
+        with measurement_context(self.model, train=self.train_mode, seed=self.seed):
+            tensors = self._arguments()
+            total = sum(self._loss(tensors, b) * w for b, w in zip(self.batches, self.weights))
+        return total / sum(self.weights)
+
     def _first_order(self, i: int) -> tuple[list[torch.Tensor], list[int]]:
         """Gradient of batch ``i``'s loss with its graph; indices of entries that depend on θ."""
         if i in self._graphs:

@@ -1,0 +1,201 @@
+"""What every lightning_dyn callback shares: the schedule, the hygiene, the logging, the state.
+
+A subclass implements :meth:`DynamicsCallback.measure` (and, if it needs one, :meth:`prepare`);
+this class decides *when* to measure (every ``every_n_steps`` optimizer steps and at fit end,
+never twice at one step), wraps each measurement so it cannot disturb training (global RNG
+streams forked and restored, train/eval flags restored, grad mode on), times it, logs the
+result the Lightning way, and keeps the series in a checkpointable state. Steps that are not
+measured cost one integer comparison: no device work and no host sync.
+
+Logging: every measurement goes to every logger at its own step (whatever ``log_every_n_steps``
+is), and into the callback metrics — through ``pl_module.log(logger=False)`` in the loop, so
+``EarlyStopping``/``ModelCheckpoint`` can monitor the scalars and the progress bar shows them;
+directly at fit end, where ``self.log`` is not allowed. Non-finite results are
+reported (a warning and an event in the state), never logged as numbers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional
+
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import nn
+
+from .compat import CALLBACK_BASES, ConfigurationError, tensorboard_writer
+from .rng import preserved_rng
+
+
+@dataclass
+class Measurement:
+    """What :meth:`DynamicsCallback.measure` returns: scalars by tag, and its cost in products."""
+
+    scalars: dict[str, float]
+    hvps: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def check_positive_int(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigurationError(f"`{name}` must be a positive integer, got {value!r}")
+
+
+def check_choice(name: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigurationError(f"`{name}` must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+
+
+@contextlib.contextmanager
+def preserved_modes(module: nn.Module) -> Iterator[None]:
+    modes = [(m, m.training) for m in module.modules()]
+    try:
+        yield
+    finally:
+        for m, flag in modes:
+            m.training = flag
+
+
+class DynamicsCallback(*CALLBACK_BASES):  # type: ignore[misc]
+    """Base class of the lightning_dyn callbacks (see the module docstring).
+
+    Args:
+        every_n_steps: measure every this many optimizer steps (``trainer.global_step``).
+        at_fit_end: measure once more when training ends (unless that step was just measured).
+        seed: seed of the callback's private ``torch.Generator`` (random start vectors, probes).
+    """
+
+    #: the tag shown in the progress bar, if any
+    progress_bar_tag: Optional[str] = None
+
+    def __init__(self, every_n_steps: int = 50, at_fit_end: bool = True, seed: int = 0) -> None:
+        check_positive_int("every_n_steps", every_n_steps)
+        if not isinstance(at_fit_end, bool):
+            raise ConfigurationError(f"`at_fit_end` must be a bool, got {at_fit_end!r}")
+        if not isinstance(seed, int):
+            raise ConfigurationError(f"`seed` must be an integer, got {seed!r}")
+        self.every_n_steps = every_n_steps
+        self.at_fit_end = at_fit_end
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)
+        self.history: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
+        self.last_step = -1
+        self.total_hvps = 0
+        self.total_seconds = 0.0
+
+    # -- for subclasses ---------------------------------------------------------------------
+    def prepare(self, trainer: Any, pl_module: Any) -> None:
+        """Called once when training starts (probe set, checks). Raise :class:`ConfigurationError`
+        for a setup the callback cannot serve, so the user hears it now, not 10,000 steps in."""
+
+    def measure(self, trainer: Any, pl_module: Any) -> Measurement:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def extra_state(self) -> dict[str, Any]:
+        """Subclass state to checkpoint (warm starts, running estimates)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`extra_state` returned."""
+
+    @property
+    def cost_name(self) -> str:
+        return type(self).__name__
+
+    def agree(self, trainer: Any, decision: bool) -> bool:
+        """A decision every rank takes identically: true if any rank's is."""
+        return bool(trainer.strategy.reduce_boolean_decision(decision, all=False))
+
+    def tensorboard(self, trainer: Any) -> Optional[Any]:
+        """The TensorBoard ``SummaryWriter`` on global rank 0, else ``None``."""
+        return tensorboard_writer(trainer)
+
+    # -- Lightning hooks ----------------------------------------------------------------------
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(every_n_steps=self.every_n_steps, seed=self.seed)
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        with preserved_rng(), preserved_modes(pl_module), torch.enable_grad():
+            self.prepare(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step
+        if step > 0 and step % self.every_n_steps == 0 and step != self.last_step:
+            self._measure_and_log(trainer, pl_module, in_loop=True)
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        if self.at_fit_end and trainer.global_step != self.last_step:
+            self._measure_and_log(trainer, pl_module, in_loop=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "last_step": self.last_step,
+            "history": list(self.history),
+            "events": list(self.events),
+            "generator": self.generator.get_state(),
+            "total_hvps": self.total_hvps,
+            "total_seconds": self.total_seconds,
+            "extra": self.extra_state(),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.last_step = state_dict["last_step"]
+        self.history = list(state_dict["history"])
+        self.events = list(state_dict["events"])
+        self.generator.set_state(state_dict["generator"])
+        self.total_hvps = state_dict["total_hvps"]
+        self.total_seconds = state_dict["total_seconds"]
+        self.load_extra_state(state_dict["extra"])
+
+    # -- the measurement ------------------------------------------------------------------------
+    def _measure_and_log(self, trainer: Any, pl_module: Any, *, in_loop: bool) -> None:
+        step = trainer.global_step
+        start = time.perf_counter()
+        with preserved_rng(), preserved_modes(pl_module), torch.enable_grad():
+            try:
+                result: Optional[Measurement] = self.measure(trainer, pl_module)
+                failure = None
+            except FloatingPointError as err:
+                result, failure = None, str(err)
+        seconds = time.perf_counter() - start
+        self.last_step = step
+        if result is None:
+            self._report_nonfinite(step, failure)
+            return
+        finite = {k: float(v) for k, v in result.scalars.items() if math.isfinite(float(v))}
+        nonfinite = sorted(set(result.scalars) - set(finite))
+        if nonfinite:
+            self._report_nonfinite(step, f"non-finite {', '.join(nonfinite)}")
+        self.total_hvps += result.hvps
+        self.total_seconds += seconds
+        self.history.append({"step": step, **finite})
+        cost = {f"dyn/cost/{self.cost_name}_hvps": float(result.hvps), f"dyn/cost/{self.cost_name}_seconds": seconds}
+        self._log(trainer, pl_module, {**finite, **cost}, in_loop=in_loop)
+        self.on_measured(trainer, pl_module, step, result)
+
+    def on_measured(self, trainer: Any, pl_module: Any, step: int, result: Measurement) -> None:
+        """Called after each logged measurement (TensorBoard artefacts, actions)."""
+
+    def _report_nonfinite(self, step: int, reason: Optional[str]) -> None:
+        self.events.append({"step": step, "event": "nonfinite_measurement", "reason": reason})
+        rank_zero_warn(f"{type(self).__name__}: the measurement at step {step} is not finite ({reason}); not logged")
+
+    def _log(self, trainer: Any, pl_module: Any, scalars: dict[str, float], *, in_loop: bool) -> None:
+        # Loggers receive every measurement at its own step, whatever `log_every_n_steps` is (as
+        # LearningRateMonitor does); `pl_module.log(logger=False)` puts the scalars where
+        # EarlyStopping, ModelCheckpoint and the progress bar look. At fit end `self.log` is not
+        # allowed, so the callback metrics are set directly.
+        if in_loop:
+            for tag, value in scalars.items():
+                pl_module.log(tag, value, on_step=True, on_epoch=False, prog_bar=tag == self.progress_bar_tag,
+                              logger=False, batch_size=1, sync_dist=False)
+        else:
+            for tag, value in scalars.items():
+                trainer.callback_metrics[tag] = torch.tensor(value)
+        for logger in trainer.loggers:
+            logger.log_metrics(scalars, step=trainer.global_step)

@@ -1,0 +1,196 @@
+"""The contract every lightning_dyn callback meets (DESIGN.md), checked on real Trainers.
+
+Each test runs over every entry of ``tests/contract/registry.py``.
+"""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import json
+import math
+import typing
+
+import pytest
+import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from lightning_dyn.callbacks.compat import ConfigurationError
+from tests.contract.harness import (
+    HistoryRecorder,
+    assert_bitwise_equal,
+    fit,
+    tensorboard_scalars,
+    training_state,
+)
+from tests.contract.registry import ENTRIES
+
+entries = pytest.mark.parametrize("entry", ENTRIES, ids=[e.name for e in ENTRIES])
+
+
+# 1. Observes without disturbing ------------------------------------------------------------------
+@entries
+def test_observes_without_disturbing(entry, tmp_path):
+    trainer, module = fit([], tmp_path / "plain", logger=TensorBoardLogger(tmp_path / "plain"))
+    baseline = training_state(trainer, module)
+    callback = entry.factory()
+    trainer, module = fit([callback], tmp_path / "observed", logger=TensorBoardLogger(tmp_path / "observed"))
+    assert len(callback.history) >= 3, "the callback must actually have measured"
+    assert_bitwise_equal(baseline, training_state(trainer, module), "state")
+
+
+# 2. Costs little: only scheduled steps are measured, and the cost is reported --------------------
+@entries
+def test_measures_on_schedule_and_reports_cost(entry, tmp_path):
+    callback = entry.factory()
+    fit([callback], tmp_path, max_steps=14)
+    n = callback.every_n_steps
+    expected = [s for s in range(1, 15) if s % n == 0] + ([14] if 14 % n else [])
+    assert [h["step"] for h in callback.history] == expected
+    assert callback.total_seconds > 0
+
+
+# 3. Logs the Lightning way ------------------------------------------------------------------------
+@entries
+def test_logs_scalars_to_tensorboard_and_other_loggers(entry, tmp_path):
+    callback = entry.factory()
+    n = callback.every_n_steps
+    tb = TensorBoardLogger(tmp_path, name="tb")
+    csv_logger = CSVLogger(tmp_path, name="csv")
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor=entry.tags[0], mode="max", every_n_train_steps=n)
+    trainer, _ = fit([callback, ckpt], tmp_path, max_steps=3 * n + 1, logger=[tb, csv_logger],
+                     enable_checkpointing=True)
+    series = tensorboard_scalars(tb.log_dir)
+    for tag in entry.tags:
+        assert tag in series, f"{tag} missing from TensorBoard ({sorted(series)})"
+        assert all(math.isfinite(v) for _, v in series[tag])
+    steps = [s for s, _ in series[entry.tags[0]]]
+    assert len(steps) == 4 and steps[-1] == 3 * n + 1, steps  # three in the loop, one at fit end
+    values = [v for _, v in series[entry.tags[0]]]
+    history = [h[entry.tags[0]] for h in callback.history]
+    assert values == pytest.approx(history, rel=1e-6)
+    # a monitor can use the decision scalar
+    assert ckpt.best_model_score is not None and math.isfinite(float(ckpt.best_model_score))
+    assert entry.tags[0] in trainer.callback_metrics
+    with open(csv_logger.log_dir + "/metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sum(1 for r in rows if r.get(entry.tags[0])) == 4
+
+
+# 4. Survives resume -------------------------------------------------------------------------------
+@entries
+def test_resume_continues_the_same_series(entry, tmp_path):
+    # training itself must resume bitwise: no Dropout (Lightning does not checkpoint the global
+    # RNG), no shuffling, and a checkpoint at an epoch boundary (4 steps an epoch)
+    deterministic = dict(module_kwargs={"dropout": 0.0}, loader_kwargs={"shuffle": False}, max_steps=-1)
+    straight = entry.factory()
+    fit([straight], tmp_path / "a", max_epochs=3, **deterministic)
+    first = entry.factory()
+    trainer, _ = fit([first], tmp_path / "b", max_epochs=2, **deterministic)
+    ckpt = tmp_path / "b.ckpt"
+    trainer.save_checkpoint(ckpt)
+    second = entry.factory()
+    fit([second], tmp_path / "c", max_epochs=3, ckpt_path=str(ckpt), **deterministic)
+    assert len(straight.history) == 3
+    assert [h["step"] for h in second.history] == [h["step"] for h in straight.history]
+    assert second.history == straight.history  # bitwise: same warm starts, same generator state
+    assert second.total_hvps == straight.total_hvps
+
+
+# 5. DDP-correct ----------------------------------------------------------------------------------
+@pytest.mark.slow
+@entries
+def test_ddp_two_processes_measure_the_global_loss(entry, tmp_path):
+    frozen = dict(module_kwargs={"lr": 0.0, "batchnorm": False}, loader_kwargs={"shuffle": False})
+    # this sandbox refuses to resize the memfd of torch's default "file_descriptor" strategy
+    torch.multiprocessing.set_sharing_strategy("file_system")
+    single = entry.factory()
+    fit([single], tmp_path / "single", max_steps=8, **frozen)
+    callback = entry.factory()
+    fit([callback, HistoryRecorder(callback, str(tmp_path))], tmp_path / "ddp", max_steps=8,
+        strategy="ddp_spawn", devices=2, **frozen)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert ranks[0] == ranks[1], "every rank must see the same measurements"
+    assert [h["step"] for h in ranks[0]] == [h["step"] for h in single.history]
+    for got, want in zip(ranks[0], single.history):
+        assert got[entry.ddp_tag] == pytest.approx(want[entry.ddp_tag], rel=1e-5)
+
+
+# 6. Fails clearly ---------------------------------------------------------------------------------
+@entries
+def test_bad_arguments_raise_naming_the_argument(entry):
+    for kwargs, name in entry.bad_kwargs:
+        with pytest.raises((MisconfigurationException, ValueError), match=name):
+            entry.factory(**kwargs)
+
+
+def _no_grad_loss(pl_module, batch):
+    with torch.no_grad():
+        return torch.nn.functional.cross_entropy(pl_module(batch[0]), batch[1])
+
+
+@entries
+def test_a_setup_it_cannot_serve_fails_before_training(entry, tmp_path):
+    if not entry.accepts_loss_fn:
+        pytest.skip("takes no loss")
+    callback = entry.factory(loss_fn=_no_grad_loss)
+    with pytest.raises(ConfigurationError, match="no_grad"):
+        fit([callback], tmp_path)
+    assert callback.history == []
+
+
+@entries
+def test_a_nan_measurement_is_reported_not_logged(entry, tmp_path):
+    if not entry.accepts_loss_fn:
+        pytest.skip("takes no loss")
+    state = {"trainer": None}
+
+    def loss_going_nan(pl_module, batch):
+        loss = torch.nn.functional.cross_entropy(pl_module(batch[0]), batch[1])
+        step = state["trainer"].global_step if state["trainer"] else 0
+        return loss * float("nan") if step > 4 else loss
+
+    callback = entry.factory(loss_fn=loss_going_nan)
+    tb = TensorBoardLogger(tmp_path)
+
+    class Capture(HistoryRecorder):
+        def on_train_start(self, trainer, pl_module):
+            state["trainer"] = trainer
+
+    with pytest.warns(UserWarning, match="not finite"):
+        fit([Capture(callback, str(tmp_path)), callback], tmp_path, logger=tb)
+    assert [h["step"] for h in callback.history] == [4]
+    assert [e["step"] for e in callback.events] == [8, 12]
+    assert [s for s, _ in tensorboard_scalars(tb.log_dir)[entry.tags[0]]] == [4]
+
+
+# 7. Works with both imports -----------------------------------------------------------------------
+@entries
+def test_accepted_by_both_lightning_packages(entry, tmp_path):
+    import lightning.pytorch
+    import pytorch_lightning
+
+    for package in ("lightning", "pytorch_lightning"):
+        callback = entry.factory()
+        assert isinstance(callback, (lightning.pytorch.Callback, pytorch_lightning.Callback))
+        fit([callback], tmp_path / package, package=package)
+        assert len(callback.history) == 3
+
+
+# 8. Configurable from YAML ------------------------------------------------------------------------
+@entries
+def test_every_argument_is_typed_documented_and_parsed_from_yaml(entry):
+    cls = type(entry.factory())
+    hints = typing.get_type_hints(cls.__init__)
+    params = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    for name in params:
+        assert name in hints, f"{cls.__name__}.__init__ argument {name!r} has no type annotation"
+        assert name in (cls.__doc__ or ""), f"{cls.__name__} docstring does not document {name!r}"
+    jsonargparse = pytest.importorskip("jsonargparse")
+    parser = jsonargparse.ArgumentParser()
+    parser.add_class_arguments(cls, "callback")
+    cfg = parser.parse_string(f"callback:\n  every_n_steps: 7\n")
+    callback = parser.instantiate_classes(cfg).callback
+    assert isinstance(callback, cls) and callback.every_n_steps == 7
