@@ -22,12 +22,14 @@ def random_vectors(
     generator: torch.Generator,
     distribution: Distribution = "gaussian",
 ) -> torch.Tensor:
-    """Draw on the generator's device, then move (one copy per call, not per product)."""
+    """Draw on ``device``: from ``generator`` itself when it lives there, else from a generator on
+    ``device`` seeded by one draw of ``generator`` (reproducible, and no host-to-device copy)."""
     if distribution not in ("rademacher", "gaussian"):
         raise ValueError(f"distribution must be 'rademacher' or 'gaussian', got {distribution!r}")
-    gdev = generator.device
+    device = torch.device(device)
+    if generator.device.type != device.type:
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        generator = torch.Generator(device=device).manual_seed(seed)
     if distribution == "gaussian":
-        v = torch.randn(shape, generator=generator, device=gdev, dtype=torch.float64)
-    else:
-        v = torch.randint(0, 2, shape, generator=generator, device=gdev).to(torch.float64).mul_(2).sub_(1)
-    return v.to(device=device, dtype=dtype)
+        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+    return torch.randint(0, 2, shape, generator=generator, device=device).to(dtype).mul_(2).sub_(1)

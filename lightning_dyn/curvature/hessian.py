@@ -218,6 +218,18 @@ class HessianOperator(CurvatureOperator):
             total = sum(self._loss(tensors, b) * w for b, w in zip(self.batches, self.weights))
         return total / sum(self.weights)
 
+    def gradient(self) -> torch.Tensor:
+        """The flat gradient ``∇L`` of the probe loss (all ranks' under DDP). With ``cache_graph``
+        it is the first-order graph the products reuse, so it costs nothing extra."""
+        total = torch.zeros(self.size, device=self.device, dtype=self.dtype)
+        with measurement_context(self.model, train=self.train_mode, seed=self.seed):
+            for i, w in enumerate(self.weights):
+                grads, _ = self._first_order(i)
+                total.add_(self.flatten([g.detach() for g in grads]), alpha=w)
+        if self.distributed:
+            dist.all_reduce(total)
+        return total.div_(self.total_weight)
+
     def _first_order(self, i: int) -> tuple[list[torch.Tensor], list[int]]:
         """Gradient of batch ``i``'s loss with its graph; indices of entries that depend on θ."""
         if i in self._graphs:
@@ -277,7 +289,10 @@ class HessianOperator(CurvatureOperator):
         vs = self.unflatten(v)
         hvp = self._hvp_double_backward if self.backend == "double_backward" else self._hvp_forward_over_reverse
         total = torch.zeros(self.size, device=self.device, dtype=self.dtype)
-        with measurement_context(self.model, train=self.train_mode, seed=self.seed):
+        # once every first-order graph is cached, a product is one backward pass: no forward,
+        # so no module mode or RNG stream to look after
+        cached = self.backend == "double_backward" and len(self._graphs) == len(self.batches)
+        with contextlib.nullcontext() if cached else measurement_context(self.model, train=self.train_mode, seed=self.seed):
             for i, w in enumerate(self.weights):
                 total.add_(self.flatten(hvp(i, vs)), alpha=w)
         if self.distributed:

@@ -28,6 +28,10 @@ class LanczosIteration:
     eigenvalues appear. On breakdown (``β ≈ 0``: the Krylov space is invariant) the iteration
     continues, when ``restart`` is set, from a random vector orthogonal to the basis, so repeated
     eigenvalues and start vectors that miss part of the spectrum are still handled.
+
+    Memory: the basis is a list of the ``m`` vectors built so far, nothing preallocated, and the
+    orthogonalisation works in place (``addcmul_`` with on-device coefficients: no temporaries of
+    the vector's size, no host sync); one host sync a step fetches ``α`` and ``β``.
     """
 
     def __init__(
@@ -44,11 +48,10 @@ class LanczosIteration:
         self.max_steps = min(max_steps, self.size)
         self.generator = generator
         self.restart = restart
-        self._basis = torch.empty((min(self.max_steps, 16) + 1, self.size), device=start.device, dtype=start.dtype)
         norm = torch.linalg.vector_norm(start)
         if not torch.isfinite(norm) or norm == 0:
             raise ValueError("the Lanczos start vector must be finite and non-zero")
-        self._basis[0] = start / norm
+        self._basis: list[torch.Tensor] = [start / norm]
         self.alpha: list[float] = []
         self.beta: list[float] = []  # beta[j] couples q_j and q_{j+1}; beta[-1] is the current residual norm
         self.exhausted = False  # the whole space has been spanned (or breakdown without restart)
@@ -58,24 +61,13 @@ class LanczosIteration:
     def num_steps(self) -> int:
         return len(self.alpha)
 
-    @property
-    def basis(self) -> torch.Tensor:
-        """The orthonormal basis ``Q_m`` as rows, shape ``(m, size)``."""
-        return self._basis[: self.num_steps]
-
-    def _grow(self) -> None:
-        m = self.num_steps
-        if m + 1 < self._basis.shape[0]:
-            return
-        cap = min(2 * self._basis.shape[0], self.max_steps + 1)
-        bigger = torch.empty((cap, self.size), device=self._basis.device, dtype=self._basis.dtype)
-        bigger[: m + 1] = self._basis[: m + 1]
-        self._basis = bigger
-
-    def _orthogonalise(self, w: torch.Tensor, upto: int) -> torch.Tensor:
-        Q = self._basis[:upto]
-        for _ in range(2):  # CGS2: twice is enough (Giraud et al. 2005)
-            w = w - Q.T @ (Q @ w)
+    def _orthogonalise(self, w: torch.Tensor) -> torch.Tensor:
+        """Remove from ``w`` (in place) its components along the basis: CGS2, twice is enough
+        (Giraud, Langou & Rozložník 2005)."""
+        for _ in range(2):
+            coefficients = [torch.dot(q, w) for q in self._basis]
+            for q, c in zip(self._basis, coefficients):
+                w.addcmul_(q, c, value=-1)
         return w
 
     def step(self) -> None:
@@ -85,18 +77,17 @@ class LanczosIteration:
         j = self.num_steps
         self.restarted = False
         q = self._basis[j]
-        w = self.matvec(q)
+        w = self.matvec(q)  # a fresh tensor (operators return new tensors); modified in place below
         alpha = torch.dot(q, w)
-        w = self._orthogonalise(w, j + 1)
+        w = self._orthogonalise(w)
         beta = torch.linalg.vector_norm(w)
-        a, b = float(alpha), float(beta)  # the one host sync of the step
+        a, b = torch.stack((alpha, beta)).tolist()  # the one host sync of the step
         if not (np.isfinite(a) and np.isfinite(b)):
             raise FloatingPointError(
                 f"the operator returned a non-finite product at Lanczos step {j + 1} (alpha={a}, beta={b}); "
                 "the model or the loss produces NaN/Inf at these parameters"
             )
         self.alpha.append(a)
-        self._grow()
         scale = max(abs(x) for x in self.alpha) + max(self.beta, default=0.0)
         if j + 1 >= self.size:
             self.exhausted = True
@@ -104,7 +95,7 @@ class LanczosIteration:
             return
         if b > torch.finfo(w.dtype).eps ** (2 / 3) * scale:
             self.beta.append(b)
-            self._basis[j + 1] = w / beta
+            self._basis.append(w.div_(beta))
             return
         # breakdown: K_m is invariant
         self.beta.append(0.0)
@@ -113,8 +104,8 @@ class LanczosIteration:
             return
         self.restarted = True
         fresh = random_vectors((self.size,), device=w.device, dtype=w.dtype, generator=self.generator)
-        fresh = self._orthogonalise(fresh, j + 1)
-        self._basis[j + 1] = fresh / torch.linalg.vector_norm(fresh)
+        fresh = self._orthogonalise(fresh)
+        self._basis.append(fresh.div_(torch.linalg.vector_norm(fresh)))
 
     def tridiagonal(self) -> tuple[np.ndarray, np.ndarray]:
         m = self.num_steps
@@ -131,6 +122,11 @@ class LanczosIteration:
         return theta, S, residuals
 
     def ritz_vectors(self, S: np.ndarray) -> torch.Tensor:
-        """``Q_m S`` for selected columns ``S`` (shape ``(m, j)``): the Ritz vectors, shape ``(size, j)``."""
-        S_t = torch.as_tensor(S, device=self._basis.device, dtype=self._basis.dtype)
-        return self.basis.T @ S_t
+        """``Q_m S`` for selected columns ``S`` (shape ``(m, j)``): the Ritz vectors, shape ``(size, j)``,
+        accumulated by rank-one updates (no copy of the basis)."""
+        q0 = self._basis[0]
+        S_t = torch.as_tensor(S, device=q0.device, dtype=q0.dtype)
+        Y = torch.zeros((self.size, S_t.shape[1]), device=q0.device, dtype=q0.dtype)
+        for q, row in zip(self._basis, S_t):
+            Y.addr_(q, row)
+        return Y

@@ -114,3 +114,15 @@ def test_bad_inputs_raise_clearly():
         op @ torch.ones(op.size, dtype=torch.float64)
     with pytest.raises(ValueError, match="mode"):
         HessianOperator(model, mse_loss, [(x, y)], mode="test")
+
+
+def test_gradient_matches_autograd_and_reuses_the_graph():
+    model = mlp()
+    x, y = regression_data()
+    batches = [(x[:5], y[:5]), (x[5:], y[5:])]
+    op = HessianOperator(model, mse_loss, batches, cache_graph=True)
+    g = op.gradient()
+    loss = (mse_loss(model, batches[0]) * 5 + mse_loss(model, batches[1]) * 15) / 20
+    expected = torch.cat([t.reshape(-1) for t in torch.autograd.grad(loss, list(model.parameters()))])
+    torch.testing.assert_close(g, expected, rtol=1e-12, atol=1e-14)
+    assert all(p.grad is None for p in model.parameters())
