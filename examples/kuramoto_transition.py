@@ -25,7 +25,7 @@ from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 
 from lightning_dyn.dynamics import critical_coupling, lorentzian_order_parameter  # noqa: E402
 from lightning_dyn.models import (KuramotoNetwork, erdos_renyi, natural_frequencies,  # noqa: E402
-                                  order_parameter, sample_graphon)
+                                  sample_graphon, time_averaged_order_parameter)
 
 DEFAULTS = dict(num_nodes=2000, graph_nodes=1000, edge_probability=0.5, law="lorentzian", scale=0.5,
                 couplings=[0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0],
@@ -35,7 +35,7 @@ DEFAULTS = dict(num_nodes=2000, graph_nodes=1000, edge_probability=0.5, law="lor
 def time_averaged_r(net: KuramotoNetwork, t_end: float, step_size: float) -> float:
     theta0 = torch.zeros(net.num_nodes, dtype=torch.float64)
     _, theta = net.simulate(theta0, (0.0, t_end), step_size=step_size, num_saves=201)
-    return float(order_parameter(theta[100:]).mean())
+    return float(time_averaged_order_parameter(theta, burn_in=0.5))
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ from .coupling import GraphCoupling
 from .firing_rate import FiringRateNetwork
 from .frequencies import density_at_center, natural_frequencies
 from .graphs import erdos_renyi, erdos_renyi_sparse, graphon_top_eigenvalue, sample_graphon, small_world
-from .kuramoto import KuramotoNetwork, order_parameter
+from .kuramoto import KuramotoNetwork, order_parameter, time_averaged_order_parameter
 
 __all__ = [
     "FiringRateNetwork",
@@ -18,4 +18,5 @@ __all__ = [
     "order_parameter",
     "sample_graphon",
     "small_world",
+    "time_averaged_order_parameter",
 ]

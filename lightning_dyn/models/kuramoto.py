@@ -24,6 +24,15 @@ def order_parameter(theta: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(torch.cos(theta).mean(-1) ** 2 + torch.sin(theta).mean(-1) ** 2)
 
 
+def time_averaged_order_parameter(trajectory: torch.Tensor, burn_in: float = 0.5) -> torch.Tensor:
+    """``⟨r⟩``: the order parameter averaged over the saved times after the first ``burn_in``
+    fraction of a trajectory of shape ``(T, ..., N)`` (transients discarded)."""
+    if not 0 <= burn_in < 1:
+        raise ValueError(f"burn_in must be a fraction in [0, 1), got {burn_in!r}")
+    start = int(trajectory.shape[0] * burn_in)
+    return order_parameter(trajectory[start:]).mean(0)
+
+
 class KuramotoNetwork(nn.Module):
     """The Kuramoto vector field on a graph, an ``nn.Module`` taking ``(t, θ)``.
 
@@ -65,6 +74,17 @@ class KuramotoNetwork(nn.Module):
             self.coupling = nn.Parameter(k)
         else:
             self.register_buffer("coupling", k)
+
+    @classmethod
+    def on_graphon(cls, frequencies: torch.Tensor, coupling: float, graphon, *,
+                   mode: str = "random", sparse: bool = False, generator: Optional[torch.Generator] = None,
+                   **kwargs) -> "KuramotoNetwork":
+        """A network on an ``N``-node graph sampled from ``graphon`` (see :func:`sample_graphon`)."""
+        from .graphs import sample_graphon
+
+        A = sample_graphon(graphon, frequencies.shape[-1], mode=mode, sparse=sparse, generator=generator,
+                           dtype=frequencies.dtype)
+        return cls(frequencies, coupling, A, **kwargs)
 
     @property
     def num_nodes(self) -> int:

@@ -16,13 +16,13 @@ from lightning_dyn.models import (
     order_parameter,
     sample_graphon,
     small_world,
+    time_averaged_order_parameter,
 )
 
 
-def _time_averaged_r(net, n, t_end, step, burn_in_fraction=0.5):
-    t, theta = net.simulate(torch.zeros(n, dtype=torch.float64), (0.0, t_end), step_size=step, num_saves=201)
-    r = order_parameter(theta)
-    return float(r[int(len(r) * burn_in_fraction):].mean())
+def _time_averaged_r(net, n, t_end, step):
+    _, theta = net.simulate(torch.zeros(n, dtype=torch.float64), (0.0, t_end), step_size=step, num_saves=201)
+    return float(time_averaged_order_parameter(theta, burn_in=0.5))
 
 
 @pytest.mark.slow
@@ -44,8 +44,8 @@ def test_erdos_renyi_order_parameter_matches_graphon_theory():
     omega = natural_frequencies(n, "lorentzian", 0.5)
     kc = critical_coupling("lorentzian", 0.5, erdos_renyi(p))
     assert kc == pytest.approx(2.0, rel=1e-9)
-    A = sample_graphon(erdos_renyi(p), n)
-    r = _time_averaged_r(KuramotoNetwork(omega, 3.0, A), n, 60.0, 0.1)
+    net = KuramotoNetwork.on_graphon(omega, 3.0, erdos_renyi(p))
+    r = _time_averaged_r(net, n, 60.0, 0.1)
     assert abs(r - 0.5774) <= 0.02, r
 
 
@@ -137,3 +137,16 @@ def test_bad_input_names_the_argument():
         natural_frequencies(10, "uniform")
     with pytest.raises(ValueError, match="num_nodes"):
         GraphCoupling(1)
+
+
+def test_order_parameter_of_known_configurations():
+    n = 100
+    assert float(order_parameter(torch.zeros(n, dtype=torch.float64))) == pytest.approx(1.0)
+    splay = torch.arange(n, dtype=torch.float64) * 2 * math.pi / n
+    assert float(order_parameter(splay)) == pytest.approx(0.0, abs=1e-12)
+    two_clusters = torch.cat([torch.zeros(n // 2, dtype=torch.float64), torch.full((n // 2,), math.pi / 2, dtype=torch.float64)])
+    assert float(order_parameter(two_clusters)) == pytest.approx(math.sqrt(0.5), rel=1e-12)
+    trajectory = torch.stack([splay, torch.zeros(n, dtype=torch.float64)])
+    assert float(time_averaged_order_parameter(trajectory, burn_in=0.5)) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="burn_in"):
+        time_averaged_order_parameter(trajectory, burn_in=1.0)
