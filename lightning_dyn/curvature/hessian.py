@@ -222,9 +222,16 @@ class HessianOperator(CurvatureOperator):
         """The flat gradient ``∇L`` of the probe loss (all ranks' under DDP). With ``cache_graph``
         it is the first-order graph the products reuse, so it costs nothing extra."""
         total = torch.zeros(self.size, device=self.device, dtype=self.dtype)
+        keys = ["model." + n for n in self.param_names]
         with measurement_context(self.model, train=self.train_mode, seed=self.seed):
             for i, w in enumerate(self.weights):
-                grads, _ = self._first_order(i)
+                if self.backend == "double_backward":
+                    grads, _ = self._first_order(i)
+                else:
+                    fixed = {k: v for k, v in self._arguments().items() if k not in self._tensors}
+                    batch = self.batches[i]
+                    g = torch.func.grad(lambda p: self._loss({**p, **fixed}, batch))({k: self._tensors[k] for k in keys})
+                    grads = [g[k] for k in keys]
                 total.add_(self.flatten([g.detach() for g in grads]), alpha=w)
         if self.distributed:
             dist.all_reduce(total)
