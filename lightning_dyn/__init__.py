@@ -1,3 +1,7 @@
 """lightning_dyn: dynamical-systems instruments for PyTorch Lightning training."""
 
+from .callbacks import EdgeOfStability, HessianSharpness
+
 __version__ = "0.1.0"
+
+__all__ = ["EdgeOfStability", "HessianSharpness"]

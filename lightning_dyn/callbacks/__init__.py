@@ -2,5 +2,7 @@
 
 from .base import DynamicsCallback, Measurement
 from .compat import ConfigurationError
+from .edge_of_stability import EdgeOfStability
+from .hessian_sharpness import HessianSharpness
 
-__all__ = ["ConfigurationError", "DynamicsCallback", "Measurement"]
+__all__ = ["ConfigurationError", "DynamicsCallback", "EdgeOfStability", "HessianSharpness", "Measurement"]

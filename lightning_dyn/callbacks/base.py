@@ -86,6 +86,8 @@ class DynamicsCallback(*CALLBACK_BASES):  # type: ignore[misc]
         self.last_step = -1
         self.total_hvps = 0
         self.total_seconds = 0.0
+        #: true while the fit-end measurement runs (slower schedules measure then too)
+        self.measuring_at_fit_end = False
 
     # -- for subclasses ---------------------------------------------------------------------
     def prepare(self, trainer: Any, pl_module: Any) -> None:
@@ -156,6 +158,7 @@ class DynamicsCallback(*CALLBACK_BASES):  # type: ignore[misc]
     def _measure_and_log(self, trainer: Any, pl_module: Any, *, in_loop: bool) -> None:
         step = trainer.global_step
         start = time.perf_counter()
+        self.measuring_at_fit_end = not in_loop
         with preserved_rng(), preserved_modes(pl_module), torch.enable_grad():
             try:
                 result: Optional[Measurement] = self.measure(trainer, pl_module)
@@ -173,7 +176,7 @@ class DynamicsCallback(*CALLBACK_BASES):  # type: ignore[misc]
             self._report_nonfinite(step, f"non-finite {', '.join(nonfinite)}")
         self.total_hvps += result.hvps
         self.total_seconds += seconds
-        self.history.append({"step": step, **finite})
+        self.history.append({"step": step, **finite, "hvps": result.hvps})
         cost = {f"dyn/cost/{self.cost_name}_hvps": float(result.hvps), f"dyn/cost/{self.cost_name}_seconds": seconds}
         self._log(trainer, pl_module, {**finite, **cost}, in_loop=in_loop)
         self.on_measured(trainer, pl_module, step, result)

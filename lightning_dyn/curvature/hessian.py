@@ -185,6 +185,11 @@ class HessianOperator(CurvatureOperator):
             dist.all_reduce(total)
         self.total_weight = float(total)
 
+    @property
+    def parameters(self) -> list[nn.Parameter]:
+        """The parameters spanning the operator's space, in the flat layout's order."""
+        return list(self._params)
+
     # -- flat <-> per-parameter ---------------------------------------------------------------
     def unflatten(self, v: torch.Tensor) -> list[torch.Tensor]:
         """Split a flat vector into tensors shaped like the parameters."""

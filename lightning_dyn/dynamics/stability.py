@@ -76,6 +76,12 @@ def _shared(groups: list[dict], key: str, kind: str) -> float:
     return values.pop()
 
 
+def check_supported(optimizer: torch.optim.Optimizer) -> None:
+    """Raise :class:`UnsupportedOptimizer` unless :func:`stability_scaling` can serve this optimizer."""
+    kind = _kind(optimizer)
+    _shared(optimizer.param_groups, {"sgd": "momentum", "adam": "betas", "rmsprop": "momentum"}[kind], kind)
+
+
 def stability_threshold(optimizer: torch.optim.Optimizer) -> float:
     """The sharpness at which the optimizer's *current* step becomes unstable (table above), read
     live from its parameter groups (a learning-rate scheduler changes it). For Adam/AdamW/RMSprop it
@@ -87,6 +93,8 @@ def stability_threshold(optimizer: torch.optim.Optimizer) -> float:
     for key in {"sgd": ("momentum", "dampening", "nesterov", "weight_decay"), "adam": ("betas",),
                 "rmsprop": ("momentum",)}[kind]:
         _shared(groups, key, kind)
+    if float(lr) == 0:
+        return float("inf")  # no step, never unstable
     threshold = _unit_threshold(kind, groups[0]) / float(lr)
     if kind == "sgd":
         threshold -= groups[0].get("weight_decay", 0.0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from lightning_dyn import EdgeOfStability, HessianSharpness
 from tests.contract.minimal import TopHessianEigenvalue
 
 
@@ -34,6 +35,25 @@ ENTRIES = [
         tags=("dyn/sharpness", "dyn/cost/TopHessianEigenvalue_hvps", "dyn/cost/TopHessianEigenvalue_seconds"),
         bad_kwargs=[({"every_n_steps": 0}, "every_n_steps"), ({"probe_size": -1}, "probe_size"),
                     ({"tol": 2.0}, "tol")],
+        ddp_tag="dyn/sharpness",
+    ),
+    ContractEntry(
+        name="HessianSharpness",
+        factory=lambda **kw: HessianSharpness(**{"every_n_steps": 4, "k": 2, "probe_size": 256, "tol": 1e-6,
+                                                  "trace_every_n_steps": 8, "density_every_n_steps": 8,
+                                                  "density_runs": 2, "density_steps": 10, **kw}),
+        tags=("dyn/sharpness", "dyn/eig_1", "dyn/cost/HessianSharpness_hvps"),
+        bad_kwargs=[({"every_n_steps": 0}, "every_n_steps"), ({"k": 0}, "k"), ({"tol": 0.0}, "tol"),
+                    ({"mode": "test"}, "mode"), ({"cold_every": -1}, "cold_every"),
+                    ({"probe_batches": []}, "probe_batches")],
+        ddp_tag="dyn/sharpness",
+    ),
+    ContractEntry(
+        name="EdgeOfStability",
+        factory=lambda **kw: EdgeOfStability(**{"every_n_steps": 4, "probe_size": 256, "tol": 1e-6, **kw}),
+        tags=("dyn/sharpness_ratio", "dyn/sharpness", "dyn/stability_threshold", "dyn/regime"),
+        bad_kwargs=[({"every_n_steps": -3}, "every_n_steps"), ({"action": "explode"}, "action"),
+                    ({"act_on": "below"}, "act_on"), ({"margin": 2.0}, "margin"), ({"lr_factor": 1.5}, "lr_factor")],
         ddp_tag="dyn/sharpness",
     ),
 ]

@@ -1,0 +1,185 @@
+"""EdgeOfStability: the sharpness against the optimizer's own stability threshold, live.
+
+Each measurement compares the top eigenvalue of the (preconditioned, for Adam/AdamW/RMSprop; scaled
+by per-group learning rates) Hessian with ``stability_threshold`` read from the optimizer at that
+step — a learning-rate scheduler moves it — and classifies the regime (``below``,
+``progressive_sharpening``, ``edge``, ``above``; ``lightning_dyn.dynamics.classify_regime``).
+Logs ``dyn/sharpness``, ``dyn/stability_threshold``, ``dyn/sharpness_ratio``, ``dyn/regime``
+(0–3 in that order) and keeps the step at which each regime began. Optional action on reaching the
+edge or crossing it by ``margin``: ``"warn"``, ``"stop"`` (the same decision on every rank) or
+``"reduce_lr"`` by ``lr_factor``. TensorBoard: a custom-scalars layout (sharpness with threshold on
+one chart, the ratio with a line at 1) and, at fit end, the figure of sharpness against threshold.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Literal, Optional
+
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+
+from ..curvature import CurvatureOperator, PreconditionedOperator
+from ..dynamics.edge_of_stability import REGIMES, classify_regime
+from ..dynamics.stability import UnsupportedOptimizer, check_supported, stability_scaling
+from .base import Measurement, check_choice
+from .compat import ConfigurationError
+from .hessian_sharpness import HessianSharpness
+from .views import add_figure, series_figure, write_layout
+
+
+class EdgeOfStability(HessianSharpness):
+    """Sharpness against the optimizer's stability threshold, with the edge-of-stability regime.
+
+    Args:
+        every_n_steps: measure every this many optimizer steps.
+        k: number of top eigenvalues.
+        tol: relative accuracy of the eigenvalues.
+        max_matvecs: cap on products per measurement.
+        probe_size: samples in the probe set (the first ones of the train dataloader).
+        probe_batches: the probe set as a list of batches, instead of drawing it.
+        loss_fn: ``loss_fn(pl_module, batch) -> scalar``; default: the module's ``training_step``.
+        mode: ``"eval"`` or ``"train"`` (see ``HessianSharpness``).
+        cold_every: re-measure cold every this many measurements (``None``: never).
+        action: what to do when ``act_on`` is reached: ``"none"`` (default), ``"warn"``, ``"stop"``,
+            ``"reduce_lr"``.
+        act_on: ``"above"`` (ratio beyond ``1 + margin``) or ``"edge"`` (ratio ≥ ``1 − band``).
+        margin: how far above the threshold counts as ``above``.
+        band: how far below the threshold counts as the ``edge``.
+        lr_factor: learning-rate multiplier for ``action="reduce_lr"``.
+        at_fit_end: measure once more when training ends.
+        seed: seed of the private generator.
+    """
+
+    def __init__(
+        self,
+        every_n_steps: int = 50,
+        k: int = 1,
+        tol: float = 1e-3,
+        max_matvecs: int = 100,
+        probe_size: int = 1000,
+        probe_batches: Optional[list] = None,
+        loss_fn: Optional[Callable[[Any, Any], torch.Tensor]] = None,
+        mode: Literal["eval", "train"] = "eval",
+        cold_every: Optional[int] = 10,
+        action: Literal["none", "warn", "stop", "reduce_lr"] = "none",
+        act_on: Literal["above", "edge"] = "above",
+        margin: float = 0.1,
+        band: float = 0.1,
+        lr_factor: float = 0.5,
+        at_fit_end: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(every_n_steps=every_n_steps, k=k, tol=tol, max_matvecs=max_matvecs, probe_size=probe_size,
+                         probe_batches=probe_batches, loss_fn=loss_fn, mode=mode, cold_every=cold_every,
+                         at_fit_end=at_fit_end, seed=seed)
+        check_choice("action", action, ("none", "warn", "stop", "reduce_lr"))
+        check_choice("act_on", act_on, ("above", "edge"))
+        for name, value in (("margin", margin), ("band", band)):
+            if not (isinstance(value, (int, float)) and 0 <= value < 1):
+                raise ConfigurationError(f"`{name}` must be a number in [0, 1), got {value!r}")
+        if not (isinstance(lr_factor, (int, float)) and 0 < lr_factor < 1):
+            raise ConfigurationError(f"`lr_factor` must be a number in (0, 1), got {lr_factor!r}")
+        self.action, self.act_on, self.margin, self.band, self.lr_factor = action, act_on, margin, band, lr_factor
+        self.regime_changes: list[dict[str, Any]] = []
+        self._scale_divisor = 1.0
+        self._threshold = float("nan")
+
+    def prepare(self, trainer: Any, pl_module: Any) -> None:
+        if not trainer.optimizers:
+            raise ConfigurationError("EdgeOfStability needs an optimizer (configure_optimizers returned none)")
+        try:
+            check_supported(trainer.optimizers[0])
+        except UnsupportedOptimizer as err:
+            raise ConfigurationError(f"EdgeOfStability: {err}") from err
+        super().prepare(trainer, pl_module)
+
+    def operator(self, trainer: Any, pl_module: Any) -> CurvatureOperator:
+        optimizer = trainer.optimizers[0]
+        op = self.hessian(pl_module)
+        scaling = stability_scaling(optimizer, op.parameters)
+        lrs = {float(g["lr"]) for g in optimizer.param_groups}
+        if scaling.scale is None:
+            self._threshold, self._scale_divisor = scaling.threshold, 1.0
+            return op
+        # report in the table's units when one learning rate is shared: λ(P⁻¹H) against threshold/η
+        eta = lrs.pop() if len(lrs) == 1 else 1.0
+        eta = eta if eta > 0 else 1.0
+        self._threshold, self._scale_divisor = scaling.threshold / eta, eta
+        return PreconditionedOperator(op, scaling.scale)
+
+    def measure(self, trainer: Any, pl_module: Any) -> Measurement:
+        result = super().measure(trainer, pl_module)
+        sharp = result.scalars["dyn/sharpness"] / self._scale_divisor
+        ratio = sharp / self._threshold
+        series = [h["dyn/sharpness"] for h in self.history] + [sharp]
+        regime = classify_regime(series, ratio, band=self.band, margin=self.margin)
+        result.scalars.update({
+            "dyn/sharpness": sharp,
+            **{f"dyn/eig_{i}": v / self._scale_divisor for i, v in enumerate(result.extra["values"])},
+            "dyn/stability_threshold": self._threshold,
+            "dyn/sharpness_ratio": ratio,
+            "dyn/regime": float(REGIMES.index(regime)),
+        })
+        result.extra["regime"] = regime
+        return result
+
+    def on_measured(self, trainer: Any, pl_module: Any, step: int, result: Measurement) -> None:
+        super().on_measured(trainer, pl_module, step, result)
+        regime = result.extra["regime"]
+        entered = not self.regime_changes or self.regime_changes[-1]["regime"] != regime
+        if entered:
+            self.regime_changes.append({"regime": regime, "step": step,
+                                        "sharpness": result.scalars["dyn/sharpness"]})
+        writer = self.tensorboard(trainer)
+        if writer is not None:
+            if len(self.history) == 1:
+                write_layout(writer, "edge of stability", {
+                    "sharpness vs stability threshold": ["dyn/sharpness", "dyn/stability_threshold"],
+                    "sharpness / threshold (edge at 1)": ["dyn/sharpness_ratio", "dyn/edge"],
+                })
+            writer.add_scalar("dyn/edge", 1.0, global_step=step)
+        triggered = regime == "above" or (self.act_on == "edge" and regime == "edge")
+        if self.action != "none" and self.agree(trainer, triggered and entered):
+            self._act(trainer, step, result.scalars["dyn/sharpness_ratio"])
+
+    def _act(self, trainer: Any, step: int, ratio: float) -> None:
+        message = (f"EdgeOfStability: at step {step} the sharpness is {ratio:.3f}× the optimizer's stability "
+                   f"threshold ({self.act_on})")
+        self.events.append({"step": step, "event": self.action, "ratio": ratio})
+        if self.action == "warn":
+            rank_zero_warn(message)
+        elif self.action == "stop":
+            rank_zero_warn(message + "; stopping")
+            trainer.should_stop = True
+        elif self.action == "reduce_lr":
+            for optimizer in trainer.optimizers:
+                for group in optimizer.param_groups:
+                    group["lr"] *= self.lr_factor
+            rank_zero_warn(message + f"; learning rate multiplied by {self.lr_factor}")
+
+    def fit_end_figure(self) -> Any:
+        return series_figure(self.history, ["dyn/sharpness", "dyn/stability_threshold"],
+                             title="sharpness vs stability threshold", ylabel="sharpness")
+
+    def summary(self) -> str:
+        """A plain-language account of the regimes met so far."""
+        if not self.history:
+            return "no measurement yet"
+        first, last = self.history[0], self.history[-1]
+        parts = [f"sharpness {first['dyn/sharpness']:.1f} at step {first['step']} → {last['dyn/sharpness']:.1f} "
+                 f"at step {last['step']} (threshold {last['dyn/stability_threshold']:.1f})"]
+        for change in self.regime_changes:
+            parts.append(f"{change['regime'].replace('_', ' ')} from step {change['step']} "
+                         f"(sharpness {change['sharpness']:.1f})")
+        return "; ".join(parts)
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(every_n_steps=self.every_n_steps, k=self.k, seed=self.seed, eos=True)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {**super().extra_state(), "regime_changes": list(self.regime_changes)}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        super().load_extra_state(state)
+        self.regime_changes = list(state["regime_changes"])

@@ -1,0 +1,61 @@
+"""The edge-of-stability workhorse: a tanh MLP trained with squared loss (Cohen et al. 2021).
+
+``L = ½ · mean_n Σ_c (f_c(x_n) − y_nc)²`` on one-hot targets, optimised by (full-batch) SGD, heavy
+ball, Nesterov or Adam as configured.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+
+class SquaredLossMLP(pl.LightningModule):
+    """A tanh (or ReLU) MLP with squared loss and a configurable optimizer.
+
+    Args:
+        widths: layer widths, input first (default 64-200-200-10 for sklearn digits).
+        activation: ``"tanh"`` or ``"relu"``.
+        optimizer: ``"sgd"`` or ``"adam"``.
+        lr: learning rate η.
+        momentum: SGD momentum β (0: plain gradient descent).
+        nesterov: Nesterov momentum (SGD).
+        betas: Adam's (β1, β2).
+        seed: initialisation seed.
+    """
+
+    def __init__(self, widths: Sequence[int] = (64, 200, 200, 10), activation: Literal["tanh", "relu"] = "tanh",
+                 optimizer: Literal["sgd", "adam"] = "sgd", lr: float = 0.1, momentum: float = 0.0,
+                 nesterov: bool = False, betas: tuple[float, float] = (0.9, 0.999), seed: int = 0) -> None:
+        super().__init__()
+        if activation not in ("tanh", "relu"):
+            raise ValueError(f"activation must be 'tanh' or 'relu', got {activation!r}")
+        if optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
+        self.save_hyperparameters()
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        act = nn.Tanh if activation == "tanh" else nn.ReLU
+        layers: list[nn.Module] = []
+        for a, b in zip(widths[:-1], widths[1:]):
+            layers += [nn.Linear(a, b), act()]
+        self.net = nn.Sequential(*layers[:-1])
+        torch.random.set_rng_state(generator_state)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = 0.5 * ((self(x) - y) ** 2).sum(dim=1).mean()
+        self.log("train_loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self):
+        h = self.hparams
+        if h.optimizer == "adam":
+            return torch.optim.Adam(self.parameters(), lr=h.lr, betas=tuple(h.betas))
+        return torch.optim.SGD(self.parameters(), lr=h.lr, momentum=h.momentum, nesterov=h.nesterov)

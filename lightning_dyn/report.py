@@ -1,0 +1,118 @@
+"""Read a run's TensorBoard event files; write PNG figures and a plain-language summary.
+
+    lightning-dyn report RUN_DIR
+
+The summary reads the edge-of-stability scalars (``dyn/sharpness``, ``dyn/stability_threshold``,
+``dyn/sharpness_ratio``, ``dyn/regime``) and ``train_loss`` when present, e.g. "progressive
+sharpening 3.9 → 20.6 by step 1950; at the edge (threshold 20.0) from step 2000; the loss rose on
+300 steps yet fell 0.62 → 0.015".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .dynamics.edge_of_stability import REGIMES  # noqa: E402
+
+Series = dict[str, list[tuple[int, float]]]
+
+
+def read_scalars(run_dir: str | Path) -> Series:
+    """Every scalar series in the event files under ``run_dir``, sorted by step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    files = sorted(Path(run_dir).rglob("events.out.tfevents.*"))
+    if not files:
+        raise FileNotFoundError(f"no TensorBoard event files under {run_dir}")
+    series: Series = {}
+    for folder in sorted({f.parent for f in files}):
+        acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            series.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
+    return {tag: sorted(points) for tag, points in series.items()}
+
+
+def _first_step(points: list[tuple[int, float]], regime: str) -> Optional[int]:
+    code = REGIMES.index(regime)
+    return next((s for s, v in points if int(round(v)) == code), None)
+
+
+def summarize(series: Series) -> str:
+    """The plain-language account of an edge-of-stability run."""
+    parts = []
+    sharp = series.get("dyn/sharpness", [])
+    threshold = series.get("dyn/stability_threshold", [])
+    regime = series.get("dyn/regime", [])
+    if sharp:
+        edge_step = _first_step(regime, "edge") if regime else None
+        above_step = _first_step(regime, "above") if regime else None
+        reached = min(s for s in (edge_step, above_step) if s is not None) if (edge_step or above_step) else None
+        before = [v for s, v in sharp if reached is None or s < reached]
+        peak_step, peak = max(((s, v) for s, v in sharp if reached is None or s <= reached), key=lambda p: p[1])
+        parts.append(f"progressive sharpening {sharp[0][1]:.1f} → {peak:.1f} by step {peak_step}"
+                     if before and peak > 1.2 * sharp[0][1] else f"sharpness {sharp[0][1]:.1f} → {sharp[-1][1]:.1f}")
+        if reached is not None and threshold:
+            thr = dict(threshold).get(reached, threshold[-1][1])
+            parts.append(f"at the edge (threshold {thr:.1f}) from step {reached}")
+            ratio = [v for s, v in series.get("dyn/sharpness_ratio", []) if s >= reached]
+            if ratio:
+                parts.append(f"sharpness/threshold then {np.min(ratio):.2f}–{np.max(ratio):.2f} (median {np.median(ratio):.2f})")
+        elif threshold:
+            parts.append(f"below the threshold ({threshold[-1][1]:.1f}) throughout")
+    loss = series.get("train_loss", [])
+    if len(loss) > 1:
+        values = np.array([v for _, v in loss])
+        rises = int(np.sum(np.diff(values) > 0))
+        parts.append(f"the loss rose on {rises} of {len(values) - 1} logged steps yet fell {values[0]:.3g} → {values[-1]:.3g}"
+                     if rises else f"the loss fell monotonically {values[0]:.3g} → {values[-1]:.3g}")
+    return "; ".join(parts) if parts else "no lightning_dyn scalars in this run"
+
+
+def write_figures(series: Series, out_dir: str | Path) -> list[Path]:
+    """PNG figures of the edge-of-stability scalars and the loss; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    panels = [("sharpness vs stability threshold", ["dyn/sharpness", "dyn/stability_threshold"], None),
+              ("sharpness / threshold", ["dyn/sharpness_ratio"], 1.0), ("training loss", ["train_loss"], None)]
+    panels = [p for p in panels if any(t in series for t in p[1])]
+    if not panels:
+        return written
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7, 2.6 * len(panels)), sharex=True, squeeze=False)
+    for ax, (title, tags, hline) in zip(axes[:, 0], panels):
+        for tag in tags:
+            if tag in series:
+                steps, values = zip(*series[tag])
+                ax.plot(steps, values, label=tag)
+        if hline is not None:
+            ax.axhline(hline, color="gray", ls=":")
+        if tags == ["train_loss"]:
+            ax.set_yscale("log")
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+    axes[-1, 0].set_xlabel("step")
+    fig.tight_layout()
+    path = out / "edge_of_stability.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+    return written
+
+
+def report(run_dir: str | Path, out_dir: Optional[str | Path] = None) -> str:
+    """Figures into ``out_dir`` (default: ``run_dir``) and the summary, printed and returned."""
+    series = read_scalars(run_dir)
+    paths = write_figures(series, out_dir or run_dir)
+    text = summarize(series)
+    print(text)
+    for p in paths:
+        print(f"figure: {p}")
+    return text

@@ -1,0 +1,102 @@
+"""EdgeOfStability and HessianSharpness on real Trainers: the phenomenon, the views, the actions."""
+
+import statistics
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from lightning_dyn import EdgeOfStability, HessianSharpness
+from lightning_dyn.callbacks import ConfigurationError
+from lightning_dyn.cli import demo
+from lightning_dyn.data import DigitsDataModule
+from lightning_dyn.dynamics import REGIMES
+from lightning_dyn.models import SquaredLossMLP
+from lightning_dyn.report import read_scalars
+
+
+def _fit(callbacks, *, steps=40, n=200, logger=False, module=None, **kwargs):
+    trainer = pl.Trainer(max_steps=steps, callbacks=callbacks, logger=logger, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1, **kwargs)
+    trainer.fit(module or SquaredLossMLP(widths=(64, 32, 10)), DigitsDataModule(n=n))
+    return trainer
+
+
+@pytest.mark.slow
+def test_demo_reaches_and_holds_the_edge_of_stability(tmp_path):
+    text = demo(["--steps", "2100", "--lr", "0.1", "--every", "50", "--out", str(tmp_path)])
+    series = read_scalars(next(tmp_path.rglob("events.out.tfevents.*")).parent)
+    sharp = series["dyn/sharpness"]
+    ratio = series["dyn/sharpness_ratio"]
+    regime = series["dyn/regime"]
+    assert all(v == pytest.approx(20.0) for _, v in series["dyn/stability_threshold"])
+    reached = next(s for s, r in ratio if r >= 0.9)
+    before = [v for s, v in sharp if s <= reached]
+    assert max(before) >= 3 * sharp[0][1], "progressive sharpening by at least 3x before the edge"
+    last_third = [r for s, r in ratio if s >= 1400]
+    assert 0.95 <= statistics.median(last_third) <= 1.10
+    codes = [int(round(v)) for s, v in regime if s >= 1400]
+    assert statistics.mode(codes) == REGIMES.index("edge")
+    assert "at the edge (threshold 20.0)" in text and "the loss rose on" in text
+
+
+def test_tensorboard_views_layout_histograms_figures(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logger = TensorBoardLogger(tmp_path)
+    eos = EdgeOfStability(every_n_steps=10, k=2, probe_size=200)
+    sharp = HessianSharpness(every_n_steps=20, k=3, probe_size=100, density_every_n_steps=20, density_runs=2,
+                             density_steps=10, trace_every_n_steps=20)
+    _fit([eos, sharp], logger=logger)
+    acc = EventAccumulator(logger.log_dir, size_guidance={"images": 0, "histograms": 0, "scalars": 0, "tensors": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    assert "dyn/top_eigenvalues" in tags["histograms"]
+    assert {"dyn/sharpness_figure", "dyn/spectral_density"} <= set(tags["images"])
+    assert "custom_scalars__config__" in tags["tensors"]
+    assert {"dyn/sharpness_ratio", "dyn/stability_threshold", "dyn/edge", "dyn/hessian_trace", "dyn/eig_2"} <= set(tags["scalars"])
+
+
+def test_stop_action_stops_training_on_crossing():
+    eos = EdgeOfStability(every_n_steps=5, probe_size=200, action="stop", act_on="above")
+    trainer = _fit([eos], steps=200, module=SquaredLossMLP(widths=(64, 32, 10), lr=1.5))
+    assert trainer.global_step < 200
+    assert eos.events and eos.events[0]["event"] == "stop"
+
+
+def test_reduce_lr_action_and_a_scheduler_move_the_threshold():
+    eos = EdgeOfStability(every_n_steps=5, probe_size=200, action="reduce_lr", lr_factor=0.5)
+    module = SquaredLossMLP(widths=(64, 32, 10), lr=1.5)
+    with pytest.warns(UserWarning, match="learning rate multiplied"):
+        trainer = _fit([eos], steps=30, module=module)
+    assert trainer.optimizers[0].param_groups[0]["lr"] < 1.5
+    thresholds = [h["dyn/stability_threshold"] for h in eos.history]
+    assert thresholds[-1] > thresholds[0]  # read live: 2/η grows as η is cut
+
+
+def test_adam_is_compared_through_its_preconditioner():
+    eos = EdgeOfStability(every_n_steps=10, probe_size=200)
+    _fit([eos], steps=20, module=SquaredLossMLP(widths=(64, 32, 10), optimizer="adam", lr=1e-3))
+    assert eos.history[-1]["dyn/stability_threshold"] == pytest.approx(38 / 1e-3)
+    assert eos.history[-1]["dyn/sharpness"] > 0
+
+
+class _NoneStep(SquaredLossMLP):
+    def training_step(self, batch, batch_idx):
+        super().training_step(batch, batch_idx)
+        return None
+
+
+class _Adagrad(SquaredLossMLP):
+    def configure_optimizers(self):
+        return torch.optim.Adagrad(self.parameters(), lr=0.1)
+
+
+def test_bad_setups_fail_before_training():
+    with pytest.raises(ConfigurationError, match="Adagrad; supported: SGD"):
+        _fit([EdgeOfStability(probe_size=100)], module=_Adagrad(widths=(64, 8, 10)))
+    with pytest.raises(ConfigurationError, match="larger than the training set"):
+        _fit([EdgeOfStability(probe_size=5000)])
+    with pytest.raises(ConfigurationError, match="must return the loss"):
+        _fit([HessianSharpness(probe_size=100)], module=_NoneStep(widths=(64, 8, 10)))
