@@ -85,7 +85,8 @@ class EdgeOfStability(HessianSharpness):
         self._threshold = float("nan")
 
     def prepare(self, trainer: Any, pl_module: Any) -> None:
-        if not trainer.optimizers:
+        # Lightning stands a `_MockOptimizer` in when configure_optimizers returns None
+        if not trainer.optimizers or type(trainer.optimizers[0]).__name__ == "_MockOptimizer":
             raise ConfigurationError("EdgeOfStability needs an optimizer (configure_optimizers returned none)")
         try:
             check_supported(trainer.optimizers[0])

@@ -100,3 +100,32 @@ def test_bad_setups_fail_before_training():
         _fit([EdgeOfStability(probe_size=5000)])
     with pytest.raises(ConfigurationError, match="must return the loss"):
         _fit([HessianSharpness(probe_size=100)], module=_NoneStep(widths=(64, 8, 10)))
+
+
+class _NoOptimizer(SquaredLossMLP):
+    def configure_optimizers(self):
+        return None
+
+
+def test_no_optimizer_is_refused_at_setup():
+    with pytest.raises(ConfigurationError, match="needs an optimizer"):
+        _fit([EdgeOfStability(probe_size=100)], module=_NoOptimizer(widths=(64, 8, 10)))
+
+
+@pytest.mark.parametrize("config", ["edge_of_stability", "momentum", "nesterov", "adam"])
+def test_shipped_configs_run_and_report(config, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    cmd = [sys.executable, "-m", "lightning_dyn.cli", "fit", "--config", str(root / "configs" / f"{config}.yaml"),
+           "--trainer.max_steps", "10", "--trainer.callbacks.init_args.every_n_steps", "5",
+           "--trainer.logger.init_args.save_dir", str(tmp_path)]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_dir = next(tmp_path.rglob("events.out.tfevents.*")).parent
+    report = subprocess.run([sys.executable, "-m", "lightning_dyn.cli", "report", str(run_dir)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "sharpness" in report.stdout and (run_dir / "edge_of_stability.png").exists()
