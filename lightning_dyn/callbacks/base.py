@@ -122,7 +122,7 @@ class DynamicsCallback(*CALLBACK_BASES):  # type: ignore[misc]
         return self._generate_state_key(every_n_steps=self.every_n_steps, seed=self.seed)
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        with preserved_rng(), preserved_modes(pl_module), torch.enable_grad():
+        with self.hygiene(pl_module):
             self.prepare(trainer, pl_module)
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -155,11 +155,17 @@ class DynamicsCallback(*CALLBACK_BASES):  # type: ignore[misc]
         self.load_extra_state(state_dict["extra"])
 
     # -- the measurement ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def hygiene(self, pl_module: Any) -> Iterator[None]:
+        """Global RNG streams forked and restored, module modes restored, grad mode on."""
+        with preserved_rng(), preserved_modes(pl_module), torch.enable_grad():
+            yield
+
     def _measure_and_log(self, trainer: Any, pl_module: Any, *, in_loop: bool) -> None:
         step = trainer.global_step
         start = time.perf_counter()
         self.measuring_at_fit_end = not in_loop
-        with preserved_rng(), preserved_modes(pl_module), torch.enable_grad():
+        with self.hygiene(pl_module):
             try:
                 result: Optional[Measurement] = self.measure(trainer, pl_module)
                 failure = None

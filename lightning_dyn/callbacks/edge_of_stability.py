@@ -8,7 +8,8 @@ Logs ``dyn/sharpness``, ``dyn/stability_threshold``, ``dyn/sharpness_ratio``, ``
 (0–3 in that order) and keeps the step at which each regime began. Optional action on reaching the
 edge or crossing it by ``margin``: ``"warn"``, ``"stop"`` (the same decision on every rank) or
 ``"reduce_lr"`` by ``lr_factor``. TensorBoard: a custom-scalars layout (sharpness with threshold on
-one chart, the ratio with a line at 1) and, at fit end, the figure of sharpness against threshold.
+one chart, the ratio with a line at 1) and, at fit end, the figures of sharpness against threshold
+and of the Hessian's spectral density.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class EdgeOfStability(HessianSharpness):
         margin: how far above the threshold counts as ``above``.
         band: how far below the threshold counts as the ``edge``.
         lr_factor: learning-rate multiplier for ``action="reduce_lr"``.
+        density_at_fit_end: at fit end also estimate the Hessian's spectral density (SLQ) for
+            TensorBoard's figure.
         at_fit_end: measure once more when training ends.
         seed: seed of the private generator.
     """
@@ -66,6 +69,7 @@ class EdgeOfStability(HessianSharpness):
         margin: float = 0.1,
         band: float = 0.1,
         lr_factor: float = 0.5,
+        density_at_fit_end: bool = True,
         at_fit_end: bool = True,
         seed: int = 0,
     ) -> None:
@@ -80,6 +84,7 @@ class EdgeOfStability(HessianSharpness):
         if not (isinstance(lr_factor, (int, float)) and 0 < lr_factor < 1):
             raise ConfigurationError(f"`lr_factor` must be a number in (0, 1), got {lr_factor!r}")
         self.action, self.act_on, self.margin, self.band, self.lr_factor = action, act_on, margin, band, lr_factor
+        self.density_at_fit_end = density_at_fit_end
         self.regime_changes: list[dict[str, Any]] = []
         self._scale_divisor = 1.0
         self._threshold = float("nan")

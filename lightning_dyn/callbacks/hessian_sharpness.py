@@ -96,6 +96,8 @@ class HessianSharpness(DynamicsCallback):
         self.trace_every_n_steps, self.trace_matvecs = trace_every_n_steps, trace_matvecs
         self.density_every_n_steps, self.density_runs, self.density_steps = density_every_n_steps, density_runs, density_steps
         self.previous: Optional[EigenResult] = None
+        #: estimate the density at fit end even without a schedule (EdgeOfStability's figure)
+        self.density_at_fit_end = False
         self.measurements = 0
         self.last_density: Optional[dict] = None
         self.batches: list = []
@@ -138,11 +140,15 @@ class HessianSharpness(DynamicsCallback):
             est = trace(self.hessian(pl_module), self.trace_matvecs, generator=self.generator)
             scalars.update({"dyn/hessian_trace": est.value, "dyn/hessian_trace_stderr": est.stderr})
             hvps += est.num_matvecs
-        if self.density_every_n_steps and (step % self.density_every_n_steps == 0 or self.measuring_at_fit_end):
-            dens = spectral_density(self.hessian(pl_module), self.density_runs, self.density_steps, generator=self.generator)
-            self.last_density = {"step": step, "grid": dens.grid, "density": dens.density}
-            hvps += dens.num_matvecs
+        if self.density_every_n_steps and step % self.density_every_n_steps == 0:
+            hvps += self._density(pl_module, step)
         return Measurement(scalars, hvps=hvps, extra={"values": values, "converged": result.converged})
+
+    def _density(self, pl_module: Any, step: int, generator: Optional[torch.Generator] = None) -> int:
+        dens = spectral_density(self.hessian(pl_module), self.density_runs, self.density_steps,
+                                generator=generator or self.generator)
+        self.last_density = {"step": step, "grid": dens.grid, "density": dens.density}
+        return dens.num_matvecs
 
     def on_measured(self, trainer: Any, pl_module: Any, step: int, result: Measurement) -> None:
         writer = self.tensorboard(trainer)
@@ -151,6 +157,17 @@ class HessianSharpness(DynamicsCallback):
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         super().on_train_end(trainer, pl_module)
+        step = trainer.global_step
+        wanted = self.density_every_n_steps or self.density_at_fit_end
+        failed_here = bool(self.events) and self.events[-1]["step"] == step
+        if wanted and self.batches and not failed_here and (self.last_density is None or self.last_density["step"] != step):
+            # its own generator, so the fit-end figure does not shift a resumed run's series
+            generator = torch.Generator().manual_seed(self.seed + step)
+            with self.hygiene(pl_module):
+                try:
+                    self.total_hvps += self._density(pl_module, step, generator)
+                except FloatingPointError as err:
+                    self._report_nonfinite(step, f"spectral density: {err}")
         writer = self.tensorboard(trainer)
         if writer is None:
             return

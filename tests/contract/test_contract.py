@@ -95,8 +95,8 @@ def test_resume_continues_the_same_series(entry, tmp_path):
     fit([second], tmp_path / "c", max_epochs=3, ckpt_path=str(ckpt), **deterministic)
     assert len(straight.history) == 3
     assert [h["step"] for h in second.history] == [h["step"] for h in straight.history]
-    assert second.history == straight.history  # bitwise: same warm starts, same generator state
-    assert second.total_hvps == straight.total_hvps
+    # bitwise, products per measurement included: same warm starts, same generator state
+    assert second.history == straight.history
 
 
 # 5. DDP-correct ----------------------------------------------------------------------------------
