@@ -47,8 +47,8 @@ class EdgeOfStability(HessianSharpness):
         margin: how far above the threshold counts as ``above``.
         band: how far below the threshold counts as the ``edge``.
         lr_factor: learning-rate multiplier for ``action="reduce_lr"``.
-        density_at_fit_end: at fit end also estimate the Hessian's spectral density (SLQ) for
-            TensorBoard's figure.
+        density_at_fit_end: at fit end also estimate the Hessian's spectral density for TensorBoard's
+            figure (a light SLQ: 2 runs of 20 Lanczos steps; ``HessianSharpness`` does more).
         at_fit_end: measure once more when training ends.
         seed: seed of the private generator.
     """
@@ -85,6 +85,7 @@ class EdgeOfStability(HessianSharpness):
             raise ConfigurationError(f"`lr_factor` must be a number in (0, 1), got {lr_factor!r}")
         self.action, self.act_on, self.margin, self.band, self.lr_factor = action, act_on, margin, band, lr_factor
         self.density_at_fit_end = density_at_fit_end
+        self.density_runs, self.density_steps = 2, 20
         self.regime_changes: list[dict[str, Any]] = []
         self._scale_divisor = 1.0
         self._threshold = float("nan")
