@@ -82,15 +82,21 @@ def test_per_group_learning_rates_scale_the_hessian():
         stability_threshold(opt)
 
 
-@pytest.mark.parametrize("amsgrad", [False, True])
-def test_adam_preconditioned_sharpness_against_dense(amsgrad):
+def _trained(optimizer_class, steps, **kwargs):
+    """An MLP after a few steps of the optimizer, so its preconditioner state exists."""
     model = mlp()
     x, y = regression_data()
-    opt = torch.optim.Adam(model.parameters(), lr=0.01, amsgrad=amsgrad)
-    for _ in range(5):
+    opt = optimizer_class(model.parameters(), lr=0.01, **kwargs)
+    for _ in range(steps):
         opt.zero_grad()
         mse_loss(model, (x, y)).backward()
         opt.step()
+    return model, opt, (x, y)
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_adam_preconditioned_sharpness_against_dense(amsgrad):
+    model, opt, (x, y) = _trained(torch.optim.Adam, 5, amsgrad=amsgrad)
     params = list(model.parameters())
     scaling = stability_scaling(opt, params)
     assert scaling.preconditioned and scaling.threshold == pytest.approx(38.0)
@@ -114,13 +120,7 @@ def test_adam_preconditioned_sharpness_against_dense(amsgrad):
 
 
 def test_rmsprop_preconditioner_from_state():
-    model = mlp()
-    x, y = regression_data()
-    opt = torch.optim.RMSprop(model.parameters(), lr=0.01, centered=True)
-    for _ in range(3):
-        opt.zero_grad()
-        mse_loss(model, (x, y)).backward()
-        opt.step()
+    model, opt, _ = _trained(torch.optim.RMSprop, 3, centered=True)
     params = list(model.parameters())
     scaling = stability_scaling(opt, params)
     eps = opt.param_groups[0]["eps"]
