@@ -25,7 +25,7 @@ from ..dynamics.stability import UnsupportedOptimizer, check_supported, stabilit
 from .base import Measurement, check_choice
 from .compat import ConfigurationError
 from .hessian_sharpness import HessianSharpness
-from .views import add_figure, series_figure, write_layout
+from .views import series_figure, write_layout
 
 
 class EdgeOfStability(HessianSharpness):

@@ -227,16 +227,14 @@ class HessianOperator(CurvatureOperator):
         """The flat gradient ``∇L`` of the probe loss (all ranks' under DDP). With ``cache_graph``
         it is the first-order graph the products reuse, so it costs nothing extra."""
         total = torch.zeros(self.size, device=self.device, dtype=self.dtype)
-        keys = ["model." + n for n in self.param_names]
         with measurement_context(self.model, train=self.train_mode, seed=self.seed):
             for i, w in enumerate(self.weights):
                 if self.backend == "double_backward":
                     grads, _ = self._first_order(i)
                 else:
-                    fixed = {k: v for k, v in self._arguments().items() if k not in self._tensors}
-                    batch = self.batches[i]
-                    g = torch.func.grad(lambda p: self._loss({**p, **fixed}, batch))({k: self._tensors[k] for k in keys})
-                    grads = [g[k] for k in keys]
+                    loss_of, primal = self._functional(i)
+                    g = torch.func.grad(loss_of)(primal)
+                    grads = [g[k] for k in primal]
                 total.add_(self.flatten([g.detach() for g in grads]), alpha=w)
         if self.distributed:
             dist.all_reduce(total)
@@ -274,15 +272,19 @@ class HessianOperator(CurvatureOperator):
             out = [o if h is None else h for o, h in zip(out, hv)]
         return out
 
-    def _hvp_forward_over_reverse(self, i: int, vs: list[torch.Tensor]) -> list[torch.Tensor]:
+    def _functional(self, i: int) -> tuple[Callable[[dict[str, torch.Tensor]], torch.Tensor], dict[str, torch.Tensor]]:
+        """Batch ``i``'s loss as a function of the parameter dict (for ``torch.func``), and the point."""
         fixed = {k: v for k, v in self._arguments().items() if k not in self._tensors}
         batch = self.batches[i]
-        keys = ["model." + n for n in self.param_names]
 
         def loss_of(p: dict[str, torch.Tensor]) -> torch.Tensor:
             return self._loss({**p, **fixed}, batch)
 
-        primal = {k: self._tensors[k] for k in keys}
+        return loss_of, {"model." + n: self._tensors["model." + n] for n in self.param_names}
+
+    def _hvp_forward_over_reverse(self, i: int, vs: list[torch.Tensor]) -> list[torch.Tensor]:
+        loss_of, primal = self._functional(i)
+        keys = list(primal)
         tangent = dict(zip(keys, vs))
         try:
             _, hv = torch.func.jvp(torch.func.grad(loss_of), (primal,), (tangent,))

@@ -11,7 +11,7 @@ host, where scipy solves the tiny tridiagonal eigenproblem.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable
 
 import numpy as np
 import scipy.linalg

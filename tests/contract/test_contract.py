@@ -191,6 +191,6 @@ def test_every_argument_is_typed_documented_and_parsed_from_yaml(entry):
     jsonargparse = pytest.importorskip("jsonargparse")
     parser = jsonargparse.ArgumentParser()
     parser.add_class_arguments(cls, "callback")
-    cfg = parser.parse_string(f"callback:\n  every_n_steps: 7\n")
+    cfg = parser.parse_string("callback:\n  every_n_steps: 7\n")
     callback = parser.instantiate_classes(cfg).callback
     assert isinstance(callback, cls) and callback.every_n_steps == 7
