@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from lightning_dyn import EdgeOfStability, HessianSharpness
-from tests.contract.minimal import TopHessianEigenvalue
 
 
 @dataclass
@@ -29,14 +28,6 @@ class ContractEntry:
 
 
 ENTRIES = [
-    ContractEntry(
-        name="TopHessianEigenvalue",
-        factory=lambda **kw: TopHessianEigenvalue(**{"every_n_steps": 4, **kw}),
-        tags=("dyn/sharpness", "dyn/cost/TopHessianEigenvalue_hvps", "dyn/cost/TopHessianEigenvalue_seconds"),
-        bad_kwargs=[({"every_n_steps": 0}, "every_n_steps"), ({"probe_size": -1}, "probe_size"),
-                    ({"tol": 2.0}, "tol")],
-        ddp_tag="dyn/sharpness",
-    ),
     ContractEntry(
         name="HessianSharpness",
         factory=lambda **kw: HessianSharpness(**{"every_n_steps": 4, "k": 2, "probe_size": 256, "tol": 1e-6,
