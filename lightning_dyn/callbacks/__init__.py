@@ -4,5 +4,6 @@ from .base import DynamicsCallback, Measurement
 from .compat import ConfigurationError
 from .edge_of_stability import EdgeOfStability
 from .hessian_sharpness import HessianSharpness
+from .sgd_lyapunov import SGDLyapunov
 
-__all__ = ["ConfigurationError", "DynamicsCallback", "EdgeOfStability", "HessianSharpness", "Measurement"]
+__all__ = ["ConfigurationError", "DynamicsCallback", "EdgeOfStability", "HessianSharpness", "Measurement", "SGDLyapunov"]

@@ -56,3 +56,27 @@ def add_figure(writer: Optional[Any], tag: str, fig: Any, step: int) -> None:
     if writer is not None:
         writer.add_figure(tag, fig, global_step=step)
     plt.close(fig)
+
+
+def stability_diagram_figure(lrs: Sequence[float], batch_sizes: Sequence[int], exponents: Sequence[Sequence[float]],
+                             stderr: Sequence[Sequence[float]], *, lr: float, batch_size: int, exponent: float,
+                             step: int) -> Any:
+    """λ against η for several batch sizes (the SGD stability diagram), the current (η, B) marked."""
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for b, row, err in zip(batch_sizes, exponents, stderr):
+        row, err = np.asarray(row, dtype=float), np.asarray(err, dtype=float)
+        line, = ax.plot(lrs, row, "-o", ms=2.5, label=f"B = {b}", lw=2.0 if b == batch_size else 1.0)
+        ax.fill_between(lrs, row - 3 * err, row + 3 * err, color=line.get_color(), alpha=0.2, lw=0)
+    ax.plot([lr], [exponent], "k*", ms=12, label=f"now: η = {lr:.3g}, B = {batch_size}")
+    ax.axhline(0.0, color="gray", ls=":")
+    ax.set_xscale("log")
+    finite = np.asarray([v for row in exponents for v in row], dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if finite.size:
+        ax.set_ylim(max(finite.min(), -2.0) - 0.05, min(finite.max(), 2.0) + 0.05)
+    ax.set_xlabel("learning rate η")
+    ax.set_ylabel("top Lyapunov exponent λ of SGD")
+    ax.set_title(f"SGD stability diagram (λ < 0: stable), step {step}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -8,13 +8,14 @@ Lanczos quadrature), ``PreconditionedOperator`` (``D H D``).
 from .density import SpectralDensity, spectral_density
 from .eigen import EigenResult, top_eigenpairs
 from .hessian import HessianOperator
-from .operator import CurvatureOperator, DenseOperator
+from .operator import CurvatureOperator, DenseOperator, MatrixFreeOperator
 from .preconditioned import PreconditionedOperator
 from .trace import TraceEstimate, trace
 
 __all__ = [
     "CurvatureOperator",
     "DenseOperator",
+    "MatrixFreeOperator",
     "EigenResult",
     "HessianOperator",
     "PreconditionedOperator",

@@ -8,6 +8,8 @@ matrix in a test — plugs into all of them.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 
@@ -58,3 +60,16 @@ class DenseOperator(CurvatureOperator):
 
     def _matvec(self, v: torch.Tensor) -> torch.Tensor:
         return self.matrix @ v
+
+
+class MatrixFreeOperator(CurvatureOperator):
+    """A symmetric operator given by its product ``v ↦ matvec(v)`` (small derived operators)."""
+
+    def __init__(self, matvec: Callable[[torch.Tensor], torch.Tensor], size: int, *,
+                 device: torch.device, dtype: torch.dtype) -> None:
+        super().__init__()
+        self._product = matvec
+        self.size, self.device, self.dtype = size, torch.device(device), dtype
+
+    def _matvec(self, v: torch.Tensor) -> torch.Tensor:
+        return self._product(v)

@@ -13,7 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from lightning_dyn import EdgeOfStability, HessianSharpness
+from torch.nn import functional as F
+
+from lightning_dyn import EdgeOfStability, HessianSharpness, SGDLyapunov
 
 
 @dataclass
@@ -46,5 +48,24 @@ ENTRIES = [
         bad_kwargs=[({"every_n_steps": -3}, "every_n_steps"), ({"action": "explode"}, "action"),
                     ({"act_on": "below"}, "act_on"), ({"margin": 2.0}, "margin"), ({"lr_factor": 1.5}, "lr_factor")],
         ddp_tag="dyn/sharpness",
+    ),
+    ContractEntry(
+        name="SGDLyapunov-gram",
+        factory=lambda **kw: SGDLyapunov(**{"every_n_steps": 4, "criterion": F.cross_entropy, "probe_size": 64,
+                                             "num_steps": 60, "num_lrs": 6, **kw}),
+        tags=("dyn/sgd_lyapunov", "dyn/gd_lyapunov", "dyn/wme_sharpness", "dyn/mean_square"),
+        bad_kwargs=[({"every_n_steps": 0}, "every_n_steps"), ({"mode": "exact"}, "mode"),
+                    ({"interpolation_tol": 0.0}, "interpolation_tol"), ({"lr": -1.0}, "lr"),
+                    ({"num_steps": 5}, "num_steps"), ({"precision": "half"}, "precision")],
+        ddp_tag="dyn/sgd_lyapunov",
+        accepts_loss_fn=False,
+    ),
+    ContractEntry(
+        name="SGDLyapunov-hvp",
+        factory=lambda **kw: SGDLyapunov(**{"every_n_steps": 4, "mode": "hvp", "probe_size": 32, "batch_size": 8, "num_steps": 40,
+                                             "num_lrs": 3, "batch_sizes": [], **kw}),
+        tags=("dyn/sgd_lyapunov", "dyn/gd_lyapunov", "dyn/wme_sharpness"),
+        bad_kwargs=[({"batch_size": 0}, "batch_size"), ({"batch_sizes": [4, -1]}, "batch_sizes")],
+        ddp_tag="dyn/sgd_lyapunov",
     ),
 ]

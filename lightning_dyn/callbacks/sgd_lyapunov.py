@@ -1,0 +1,238 @@
+"""SGDLyapunov: is the minimum training is at stable for SGD with this learning rate and batch size?
+
+On its schedule (and/or once the training loss first falls below ``interpolation_tol``) the
+callback linearises SGD at the current parameters on a fixed probe set and logs the top Lyapunov
+exponent of that random linear system (``lightning_dyn.dynamics.sgd_lyapunov``; SCIENCE.md §2):
+``dyn/sgd_lyapunov`` ± ``dyn/sgd_lyapunov_stderr`` (negative: SGD stays near this minimum),
+GD's exponent ``dyn/gd_lyapunov``, Wu–Ma–E's ``dyn/wme_sharpness``, ``dyn/wme_nonuniformity`` and
+``dyn/mean_square`` (mean-square stable iff ≤ 1), ``dyn/critical_lr`` (where λ crosses 0 for the
+current batch size), ``dyn/probe_loss`` and ``dyn/near_interpolation``. At fit end, the stability
+diagram (λ against η for several batch sizes) as a TensorBoard figure.
+
+The learning rate is read from the optimizer at each measurement and the batch size from the
+train dataloader (times the world size under DDP: the averaged gradient is that of the global
+batch); batches are simulated as training draws them — random reshuffling when the loader
+shuffles, i.i.d. otherwise (logged once, and in each history entry).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Literal, Optional
+
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch.utils.data import RandomSampler
+
+from ..curvature.hessian import measurement_context
+from ..dynamics.sgd_lyapunov import SGDStability, sgd_lyapunov
+from .base import DynamicsCallback, Measurement, check_choice, check_positive_int
+from .compat import ConfigurationError
+from .probe import check_twice_differentiable, draw_probe_batches, training_step_loss
+from .views import add_figure, stability_diagram_figure
+
+Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _canonical_order(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """A content-defined order of the samples (lexicographic), so every rank — and one process
+    on the same data — simulates the same system from the same batches."""
+    keys = torch.cat([inputs.reshape(len(inputs), -1).double(), targets.reshape(len(targets), -1).double()], 1)
+    return torch.from_numpy(np.lexsort(keys.cpu().numpy().T[::-1]).copy())
+
+
+def _sampling(loader: Any) -> Literal["reshuffle", "iid"]:
+    sampler = getattr(loader, "sampler", None)
+    return "reshuffle" if isinstance(sampler, RandomSampler) or getattr(sampler, "shuffle", False) else "iid"
+
+
+class SGDLyapunov(DynamicsCallback):
+    """Top Lyapunov exponent of SGD linearised at the current parameters, critical learning rate,
+    stability diagram.
+
+    Args:
+        every_n_steps: measure every this many optimizer steps.
+        interpolation_tol: probe loss below which the point counts as interpolating; above it each
+            measurement is flagged (``dyn/near_interpolation`` = 0, a warning with the loss) and
+            describes the linearisation at the current point.
+        on_interpolation: also measure once, at the first step whose training loss is below
+            ``interpolation_tol`` (reads the loss every step: one host sync per step).
+        mode: ``"gram"`` (normal-space form from the NTK; needs ``criterion``) or ``"hvp"``
+            (mini-batch Hessian-vector products; any twice-differentiable ``loss_fn``).
+        criterion: ``criterion(outputs, targets)``, the mean batch loss on ``pl_module(inputs)``;
+            default: the module's ``criterion`` attribute. Needed for ``"gram"``.
+        loss_fn: ``loss_fn(pl_module, batch)`` for ``"hvp"``; default: the module's ``training_step``.
+        probe_size: samples in the probe set SGD is simulated on (the first ones the train
+            dataloader yields; all ranks' under DDP).
+        lr: the learning rate to judge (default: the optimizer's current one). Required when the
+            optimizer is not SGD: the exponent is then that of plain SGD at this ``lr``.
+        batch_size: the batch size to judge (default: the loader's, times the world size).
+        batch_sizes: further batch sizes for the stability diagram (default: B/4, B/2, 2B within
+            the probe set).
+        num_steps: simulated SGD steps per exponent.
+        num_lrs: learning rates on the grid (critical η, diagram).
+        max_gram_outputs: largest probe set (samples × outputs) ``"gram"`` accepts.
+        precision: ``"float64"`` or ``"float32"`` for the simulation (float32: large probe sets).
+        at_fit_end: measure once more when training ends, and draw the diagram.
+        seed: seed of the private generator.
+    """
+
+    progress_bar_tag = "dyn/sgd_lyapunov"
+
+    def __init__(
+        self,
+        every_n_steps: int = 100,
+        interpolation_tol: float = 1e-3,
+        on_interpolation: bool = False,
+        mode: Literal["gram", "hvp"] = "gram",
+        criterion: Optional[Criterion] = None,
+        loss_fn: Optional[Callable[[Any, Any], torch.Tensor]] = None,
+        probe_size: int = 256,
+        lr: Optional[float] = None,
+        batch_size: Optional[int] = None,
+        batch_sizes: Optional[list[int]] = None,
+        num_steps: int = 1000,
+        num_lrs: int = 24,
+        max_gram_outputs: int = 12000,
+        precision: Literal["float64", "float32"] = "float64",
+        at_fit_end: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(every_n_steps=every_n_steps, at_fit_end=at_fit_end, seed=seed)
+        check_choice("mode", mode, ("gram", "hvp"))
+        check_choice("precision", precision, ("float64", "float32"))
+        for name, value in (("probe_size", probe_size), ("num_steps", num_steps), ("num_lrs", num_lrs),
+                            ("max_gram_outputs", max_gram_outputs)):
+            check_positive_int(name, value)
+        if num_steps < 20:
+            raise ConfigurationError(f"`num_steps` must be at least 20 (the standard error uses 20 blocks), got {num_steps}")
+        if not (isinstance(interpolation_tol, (int, float)) and interpolation_tol > 0):
+            raise ConfigurationError(f"`interpolation_tol` must be a positive number, got {interpolation_tol!r}")
+        if lr is not None and not (isinstance(lr, (int, float)) and lr > 0):
+            raise ConfigurationError(f"`lr` must be a positive number or None, got {lr!r}")
+        if batch_size is not None:
+            check_positive_int("batch_size", batch_size)
+        for b in batch_sizes or []:
+            check_positive_int("batch_sizes", b)
+        self.interpolation_tol, self.on_interpolation = float(interpolation_tol), on_interpolation
+        self.mode, self.criterion, self.loss_fn = mode, criterion, loss_fn
+        self.probe_size, self.lr, self.batch_size, self.batch_sizes = probe_size, lr, batch_size, batch_sizes
+        self.num_steps, self.num_lrs, self.max_gram_outputs = num_steps, num_lrs, max_gram_outputs
+        self.dtype = torch.float64 if precision == "float64" else torch.float32
+        self.data: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+        self.sampling: Literal["reshuffle", "iid"] = "iid"
+        self.global_batch = 1
+        self.interpolation_measured = False
+        self.warned_far = False
+        self.last: Optional[SGDStability] = None
+
+    # -- setup ----------------------------------------------------------------------------------
+    def prepare(self, trainer: Any, pl_module: Any) -> None:
+        self._check_optimizer(trainer)
+        loader = trainer.train_dataloader
+        batches = draw_probe_batches(loader, self.probe_size, pl_module.device, self.seed)
+        if not all(isinstance(b, (tuple, list)) and len(b) >= 2 for b in batches):
+            raise ConfigurationError("SGDLyapunov needs (inputs, targets) batches from the train dataloader")
+        inputs = torch.cat([b[0] for b in batches])
+        targets = torch.cat([b[1] for b in batches])
+        if trainer.world_size > 1:  # every rank simulates the union of the ranks' probe sets
+            inputs = trainer.strategy.all_gather(inputs).reshape(-1, *inputs.shape[1:])
+            targets = trainer.strategy.all_gather(targets).reshape(-1, *targets.shape[1:])
+        order = _canonical_order(inputs, targets).to(inputs.device)
+        self.data = (inputs[order], targets[order])
+        n = len(inputs)
+        self.sampling = _sampling(loader)
+        self.global_batch = self.batch_size or int(getattr(loader, "batch_size", None) or 1) * trainer.world_size
+        if self.global_batch > n:
+            raise ConfigurationError(
+                f"the batch size ({self.global_batch}) is larger than the probe set ({n} samples): raise `probe_size`")
+        if self.mode == "gram":
+            self.criterion = self.criterion or getattr(pl_module, "criterion", None)
+            if self.criterion is None:
+                raise ConfigurationError("mode='gram' needs `criterion(outputs, targets)` (or a `criterion` attribute "
+                                         "on the module); or use mode='hvp' with the training_step loss")
+            with measurement_context(pl_module, train=False, seed=self.seed), torch.no_grad():
+                outputs = pl_module(inputs[:1])
+            if n * outputs[0].numel() > self.max_gram_outputs:
+                raise ConfigurationError(
+                    f"the probe set has {n}×{outputs[0].numel()} outputs, more than max_gram_outputs="
+                    f"{self.max_gram_outputs} for mode='gram': use mode='hvp', or a smaller `probe_size`")
+        else:
+            self.loss_fn = self.loss_fn or training_step_loss
+            reason = check_twice_differentiable(pl_module, self.loss_fn, (inputs, targets))
+            if reason:
+                raise ConfigurationError(f"SGDLyapunov cannot differentiate this loss twice: {reason}")
+        rank_zero_info(f"SGDLyapunov: simulating SGD with batch size {self.global_batch} on {n} probe samples, "
+                       f"batches drawn by {'random reshuffling' if self.sampling == 'reshuffle' else 'i.i.d. sampling'}")
+
+    def _check_optimizer(self, trainer: Any) -> None:
+        optimizer = trainer.optimizers[0] if trainer.optimizers else None
+        if not isinstance(optimizer, torch.optim.SGD):
+            if self.lr is None:
+                raise ConfigurationError(
+                    f"SGDLyapunov linearises plain SGD; the optimizer is {type(optimizer).__name__}, whose dynamics "
+                    "this exponent does not describe. Pass `lr=` to ask whether SGD at that learning rate would be stable here")
+            return
+        group = optimizer.param_groups[0]
+        if group.get("momentum", 0) or group.get("weight_decay", 0):
+            rank_zero_warn("SGDLyapunov: the exponent is that of plain SGD (no momentum, no weight decay) at the "
+                           "optimizer's learning rate; heavy-ball and weight-decay dynamics are not modelled")
+
+    # -- measurement ----------------------------------------------------------------------------
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if self.on_interpolation and not self.interpolation_measured and trainer.global_step != self.last_step:
+            loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+            below = loss is not None and float(loss) <= self.interpolation_tol
+            if self.agree(trainer, below):
+                self.interpolation_measured = True
+                self._measure_and_log(trainer, pl_module, in_loop=True)
+
+    def measure(self, trainer: Any, pl_module: Any) -> Measurement:
+        assert self.data is not None
+        lr = self.lr or float(trainer.optimizers[0].param_groups[0]["lr"])
+        n, B = len(self.data[0]), self.global_batch
+        sizes = self.batch_sizes or [b for b in (B // 4, B // 2, 2 * B) if 1 <= b <= n]
+        criterion = self.criterion or (lambda out, y: out.new_zeros(()))
+        result = sgd_lyapunov(pl_module, criterion, self.data, lr=lr, batch_size=B, mode=self.mode,
+                              loss_fn=self.loss_fn, sampling=self.sampling, num_steps=self.num_steps,
+                              num_lrs=self.num_lrs, batch_sizes=[b for b in sizes if b <= n],
+                              interpolation_tol=self.interpolation_tol, generator=self.generator, dtype=self.dtype,
+                              seed=self.seed)
+        if not math.isfinite(result.loss):
+            raise FloatingPointError(f"the probe loss is {result.loss}")
+        if not result.near_interpolation and not self.warned_far:
+            self.warned_far = True
+            rank_zero_warn(f"SGDLyapunov: the probe loss {result.loss:.3g} is above interpolation_tol="
+                           f"{self.interpolation_tol:g}; λ describes SGD linearised at the current point, not at a "
+                           "minimum (flagged by dyn/near_interpolation = 0)")
+        self.last = result
+        scalars = {"dyn/sgd_lyapunov": result.exponent, "dyn/sgd_lyapunov_stderr": result.stderr,
+                   "dyn/gd_lyapunov": result.gd_exponent, "dyn/wme_sharpness": result.sharpness,
+                   "dyn/probe_loss": result.loss, "dyn/near_interpolation": float(result.near_interpolation)}
+        if self.mode == "gram":
+            scalars.update({"dyn/wme_nonuniformity": result.nonuniformity, "dyn/mean_square": result.mean_square})
+        if math.isfinite(result.critical_lr):
+            scalars["dyn/critical_lr"] = result.critical_lr
+        return Measurement(scalars, hvps=result.products, extra={"sampling": self.sampling})
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        super().on_train_end(trainer, pl_module)
+        writer = self.tensorboard(trainer)
+        if writer is not None and self.last is not None:
+            r, d = self.last, self.last.diagram
+            fig = stability_diagram_figure(d.lrs, d.batch_sizes, d.exponents, d.stderr, lr=r.lr,
+                                           batch_size=r.batch_size, exponent=r.exponent, step=trainer.global_step)
+            add_figure(writer, "dyn/stability_diagram", fig, trainer.global_step)
+
+    # -- state ----------------------------------------------------------------------------------
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(every_n_steps=self.every_n_steps, mode=self.mode, seed=self.seed)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"interpolation_measured": self.interpolation_measured}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.interpolation_measured = state["interpolation_measured"]

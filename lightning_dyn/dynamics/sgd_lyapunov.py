@@ -1,0 +1,300 @@
+"""Is this minimum stable for SGD? The top Lyapunov exponent of linearised SGD (SCIENCE.md §2).
+
+Linearised at an interpolating minimum, SGD with learning rate ``η`` and batch size ``B`` is the
+random linear system ``x ↦ (I − η H_ξ) x`` on the normal space ``N`` of the minimum manifold.
+Its top Lyapunov exponent
+
+    λ = lim_{t→∞} (1/t) log ‖A_{ξ_t} ⋯ A_{ξ_1}|_N‖
+
+decides: ``λ < 0`` — SGD converges to the manifold near this minimum (with positive probability);
+``λ > 0`` — it leaves (Chemnitz & Engel, arXiv:2407.20209, Thm. 2.4). Reported alongside:
+
+- GD's exponent ``μ = log max_{h ∈ spec(H|N)} |1 − ηh|`` (stable iff ``μ < 0``, i.e. ``η < 2/h_max``);
+- the mean-square (linear-stability) analysis of Wu, Ma & E (NeurIPS 2018): sharpness
+  ``a = λ_max(H)``, non-uniformity ``s = λ_max(Σ)^{1/2}`` with ``Σ = (1/n) Σ_i H_i² − H²``, and the
+  verdict ``λ_max{(I − ηH)² + η² (n−B)/(B(n−1)) Σ} ≤ 1`` — sufficient for ``λ < 0``, not necessary
+  (a minimum can be SGD-stable yet not mean-square stable);
+- the critical learning rate: the smallest ``η`` on a grid at which ``λ(η)`` crosses 0 for the
+  current ``B`` (interpolated in ``log η``). ``λ(η)`` need not be monotone (it dips to ``−∞`` where
+  ``η = 1/h`` annihilates a direction), so stable islands can exist beyond it; the stability
+  diagram shows them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from ..curvature import HessianOperator, MatrixFreeOperator, top_eigenpairs
+from ..curvature._random import private_generator
+from ..curvature.hessian import measurement_context
+from .linearised_sgd import Criterion, NormalSpaceSGD, ParameterSpaceSGD, Sampling, batches
+from .lyapunov import lyapunov_spectrum
+from .ntk import MAX_JACOBIAN_BYTES
+
+Mode = Literal["gram", "hvp"]
+#: systems up to this dimension get exact dense eigenvalues instead of Lanczos
+DENSE_LIMIT = 64
+Linearisation = Union[NormalSpaceSGD, ParameterSpaceSGD]
+
+
+@dataclass
+class StabilityDiagram:
+    """``exponents[b, e]`` (± ``stderr``) is λ at ``batch_sizes[b]`` and ``lrs[e]``."""
+
+    lrs: list[float]
+    batch_sizes: list[int]
+    exponents: list[list[float]]
+    stderr: list[list[float]]
+
+
+@dataclass
+class SGDStability:
+    """Result of :func:`sgd_lyapunov` (all floats; NaN where a quantity was not computed).
+
+    Attributes:
+        exponent, stderr: λ at (``lr``, ``batch_size``) and its standard error.
+        gd_exponent: μ = log max |1 − η h| over the normal-space curvatures.
+        sharpness, nonuniformity: Wu–Ma–E's ``a`` and ``s`` (``nonuniformity`` in ``"gram"`` only).
+        mean_square: ``λ_max{(I−ηH)² + η²(n−B)/(B(n−1)) Σ}``; mean-square stable iff ≤ 1 (``"gram"`` only).
+        critical_lr: the smallest η at which λ crosses 0 for this B (NaN if no crossing on the grid).
+        loss: the probe loss; near_interpolation: whether it is ≤ ``interpolation_tol``.
+        dim: dimension of the system simulated (``dim N`` in ``"gram"``, retained directions in ``"hvp"``).
+        products: Hessian-vector products spent (``"hvp"``), or 0.
+        diagram: λ over the (η, B) grid.
+    """
+
+    lr: float
+    batch_size: int
+    exponent: float
+    stderr: float
+    gd_exponent: float
+    sharpness: float
+    nonuniformity: float
+    mean_square: float
+    critical_lr: float
+    loss: float
+    near_interpolation: bool
+    dim: int
+    mode: str
+    sampling: str
+    num_steps: int
+    products: int
+    diagram: StabilityDiagram
+
+    @property
+    def stable(self) -> bool:
+        """λ < 0: the minimum is stable for SGD at this (η, B)."""
+        return self.exponent < 0
+
+    @property
+    def mean_square_stable(self) -> bool:
+        return self.mean_square <= 1
+
+
+def _extreme(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, like: torch.Tensor, which: str,
+             generator: torch.Generator, max_matvecs: int = 30) -> float:
+    """An extreme eigenvalue: exactly from the dense matrix up to ``DENSE_LIMIT`` dimensions, else
+    by Lanczos (relative accuracy 1e-3; the smallest one of a clustered low end may stop at the
+    cap, as an upper bound)."""
+    if dim <= DENSE_LIMIT:
+        eye = torch.eye(dim, dtype=like.dtype, device=like.device)
+        dense = torch.stack([matvec(e) for e in eye], dim=1)
+        values = torch.linalg.eigvalsh((dense + dense.T) / 2)
+        return float(values[-1] if which == "LA" else values[0])
+    op = MatrixFreeOperator(matvec, dim, device=like.device, dtype=like.dtype)
+    result = top_eigenpairs(op, k=1, tol=1e-3, max_matvecs=min(dim, max_matvecs), which=which, generator=generator)
+    return float(result.values[0])
+
+
+def lr_grid(sharpness: float, num: int) -> torch.Tensor:
+    """``num`` learning rates, geometric from (2/a)/16 to 8·(2/a) around GD's threshold 2/a."""
+    edge = 2.0 / sharpness
+    return torch.logspace(math.log10(edge / 16), math.log10(edge * 8), num, dtype=torch.float64)
+
+
+def critical_lr(lrs: Sequence[float], exponents: Sequence[float]) -> float:
+    """The first η (ascending) where λ goes from < 0 to ≥ 0, interpolated linearly in log η; NaN
+    when λ does not change sign on the grid from below."""
+    pairs = sorted(zip(lrs, exponents))
+    for (l0, e0), (l1, e1) in zip(pairs, pairs[1:]):
+        if e0 < 0 <= e1:
+            if not math.isfinite(e0):
+                return l0
+            w = -e0 / (e1 - e0)
+            return math.exp(math.log(l0) + w * (math.log(l1) - math.log(l0)))
+    return math.nan
+
+
+def _simulate(lin: Linearisation, lrs: torch.Tensor, batch_size: int, sampling: Sampling, drop_last: bool,
+              num_steps: int, k: int, generator: torch.Generator, dtype: torch.dtype):
+    draws = batches(lin.num_samples, batch_size, sampling, generator, drop_last)
+    device = lin.factor.device if isinstance(lin, NormalSpaceSGD) else lin.basis.device
+    lr = lrs.to(device=device, dtype=dtype)
+    return lyapunov_spectrum(lambda D: lin.step(D, next(draws), lr), lin.dim, min(k, lin.dim), num_steps,
+                             generator=generator, batch_shape=(len(lrs),), device=device, dtype=dtype)
+
+
+def _hvp_linearisation(model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor], data: Any,
+                       directions: int, cutoff: float, generator: torch.Generator) -> tuple[ParameterSpaceSGD, list[float], float]:
+    op = HessianOperator(model, loss_fn, [data], mode="eval", distributed=False)
+    k = min(directions, op.size)
+    eig = top_eigenpairs(op, k=k, tol=1e-6, max_matvecs=min(op.size, 4 * k + 60), generator=generator)
+    keep = eig.values > cutoff * eig.values[0]
+    basis = torch.linalg.qr(eig.vectors[:, torch.as_tensor(keep)].double())[0]
+    values = eig.values[torch.as_tensor(keep)].tolist()
+    return ParameterSpaceSGD(model, loss_fn, data, basis), values, float(op.loss().detach())
+
+
+def sgd_lyapunov(
+    model: nn.Module,
+    criterion: Criterion,
+    data: tuple[torch.Tensor, torch.Tensor],
+    *,
+    lr: float,
+    batch_size: int,
+    mode: Mode = "gram",
+    loss_fn: Optional[Callable[[nn.Module, Any], torch.Tensor]] = None,
+    sampling: Sampling = "reshuffle",
+    drop_last: bool = False,
+    num_steps: int = 2000,
+    k: int = 1,
+    num_lrs: int = 24,
+    batch_sizes: Optional[Sequence[int]] = None,
+    interpolation_tol: float = 1e-3,
+    generator: Optional[torch.Generator] = None,
+    dtype: torch.dtype = torch.float64,
+    hvp_directions: int = 32,
+    hvp_cutoff: float = 1e-4,
+    ntk_method: Literal["auto", "structured", "explicit"] = "auto",
+    max_jacobian_bytes: int = MAX_JACOBIAN_BYTES,
+    seed: int = 0,
+) -> SGDStability:
+    """The top Lyapunov exponent of SGD linearised at the model's current parameters.
+
+    Args:
+        model: the network ``f``; ``model(inputs)`` gives the outputs. Evaluated in eval mode
+            (Dropout off, BatchNorm running statistics) with global RNG streams untouched.
+        criterion: ``criterion(outputs, targets)``, the *mean* loss of a batch (e.g.
+            ``nn.MSELoss()``, ``F.cross_entropy``); checked on two samples.
+        data: the probe set ``(inputs, targets)`` — the samples SGD draws its batches from.
+        lr, batch_size: the (η, B) to judge.
+        mode: ``"gram"`` (normal-space form from the NTK and the loss's output Hessians: exact at
+            interpolation, cheap per step, needs a loss convex in the outputs) or ``"hvp"``
+            (mini-batch Hessian-vector products in parameter space projected on the full-batch
+            Hessian's top ``hvp_directions`` eigenvectors above ``hvp_cutoff``·top: any
+            twice-differentiable ``loss_fn``; ``k·(num_lrs+1)`` products per simulated step).
+        loss_fn: ``loss_fn(model, batch)`` for ``"hvp"`` (default: ``criterion(model(x), y)``).
+        sampling: ``"reshuffle"`` (a permutation per epoch, as a shuffling DataLoader) or ``"iid"``.
+        drop_last: drop the last, smaller batch of an epoch (``"reshuffle"``).
+        num_steps: simulated SGD steps per exponent (after a burn-in of ``min(100, num_steps/10)``).
+        k: number of exponents tracked (the top one is reported).
+        num_lrs: learning rates on the grid for the critical η and the diagram.
+        batch_sizes: further batch sizes for the stability diagram (the current one is always in).
+        interpolation_tol: probe loss below which the point counts as interpolating.
+        generator: private generator (batches, start vectors, Lanczos).
+        dtype: precision of the simulation.
+        hvp_directions, hvp_cutoff: the ``"hvp"`` projection (see ``mode``).
+        ntk_method, max_jacobian_bytes: how the NTK is built (:func:`empirical_ntk`).
+        seed: seed of the private RNG used while evaluating the model.
+
+    Returns:
+        :class:`SGDStability`. Far from interpolation (loss > ``interpolation_tol``) the numbers
+        describe the linearisation at the current point and ``near_interpolation`` is False.
+    """
+    if mode not in ("gram", "hvp"):
+        raise ValueError(f"mode must be 'gram' or 'hvp', got {mode!r}")
+    if sampling not in ("reshuffle", "iid"):
+        raise ValueError(f"sampling must be 'reshuffle' or 'iid', got {sampling!r}")
+    if not (isinstance(lr, (int, float)) and lr >= 0):
+        raise ValueError(f"lr must be a number >= 0, got {lr!r}")
+    inputs, targets = data
+    n = inputs.shape[0]
+    sizes = sorted({batch_size, *(batch_sizes or ())})
+    for b in sizes:
+        if not (isinstance(b, int) and 1 <= b <= n):
+            raise ValueError(f"batch_size {b!r} must be an integer between 1 and the probe set size ({n})")
+    generator = private_generator(generator, seed)
+    with measurement_context(model, train=False, seed=seed), torch.enable_grad():
+        if mode == "gram":
+            lin, loss_t = NormalSpaceSGD.from_model(model, criterion, inputs, targets, method=ntk_method,
+                                                   max_bytes=max_jacobian_bytes, dtype=dtype)
+            loss = float(loss_t)
+            like = lin.factor.new_zeros(lin.dim)
+            sharpness = _extreme(lin.hessian_matvec, lin.dim, like, "LA", generator)
+            h_min = _extreme(lin.hessian_matvec, lin.dim, like, "SA", generator)
+        else:
+            def default_loss(m: nn.Module, batch: Any) -> torch.Tensor:
+                return criterion(m(batch[0]), batch[1])
+
+            lin, values, loss = _hvp_linearisation(model, loss_fn or default_loss, (inputs, targets),
+                                                   hvp_directions, hvp_cutoff, generator)
+            sharpness, h_min = values[0], values[-1]
+        gd = math.log(max(abs(1 - lr * sharpness), abs(1 - lr * h_min)))
+        nonuniformity = mean_square = math.nan
+        if isinstance(lin, NormalSpaceSGD):
+            nonuniformity, mean_square = _wu_ma_e(lin, lr, batch_size, like, generator)
+        grid = lr_grid(sharpness, num_lrs)
+        rows, errs = [], []
+        here = None
+        for b in sizes:
+            lrs = torch.cat([torch.tensor([float(lr)], dtype=torch.float64), grid]) if b == batch_size else grid
+            spec = _simulate(lin, lrs, b, sampling, drop_last, num_steps, k, generator, dtype)
+            top, err = spec.exponents[..., 0].tolist(), spec.stderr[..., 0].tolist()
+            if b == batch_size:
+                here = (top[0], err[0])
+                top, err = top[1:], err[1:]
+            rows.append(top)
+            errs.append(err)
+        current = rows[sizes.index(batch_size)]
+        crit = _refined_critical_lr(lin, grid.tolist(), current, batch_size, sampling, drop_last, num_steps, k,
+                                    generator, dtype, num=max(4, min(12, num_lrs // 2)))
+    assert here is not None
+    return SGDStability(
+        lr=float(lr), batch_size=batch_size, exponent=here[0], stderr=here[1], gd_exponent=gd,
+        sharpness=sharpness, nonuniformity=nonuniformity, mean_square=mean_square,
+        critical_lr=crit, loss=loss, near_interpolation=loss <= interpolation_tol,
+        dim=lin.dim, mode=mode, sampling=sampling, num_steps=num_steps, products=lin.products,
+        diagram=StabilityDiagram(lrs=grid.tolist(), batch_sizes=sizes, exponents=rows, stderr=errs),
+    )
+
+
+def _refined_critical_lr(lin: Linearisation, lrs: list[float], exponents: list[float], batch_size: int,
+                         sampling: Sampling, drop_last: bool, num_steps: int, k: int, generator: torch.Generator,
+                         dtype: torch.dtype, num: int = 12) -> float:
+    """The crossing on the coarse grid, then again on ``num`` points inside its bracket."""
+    coarse = critical_lr(lrs, exponents)
+    if math.isnan(coarse):
+        return coarse
+    i = max(j for j, v in enumerate(lrs) if v <= coarse)
+    lo, hi = lrs[i], lrs[min(i + 1, len(lrs) - 1)]
+    fine = torch.logspace(math.log10(lo), math.log10(hi), num, dtype=torch.float64)
+    spec = _simulate(lin, fine, batch_size, sampling, drop_last, num_steps, k, generator, dtype)
+    refined = critical_lr(fine.tolist(), spec.exponents[..., 0].tolist())
+    return coarse if math.isnan(refined) else refined
+
+
+def _wu_ma_e(lin: NormalSpaceSGD, lr: float, batch_size: int, like: torch.Tensor,
+             generator: torch.Generator) -> tuple[float, float]:
+    """Non-uniformity ``s`` and ``λ_max{(I−ηH)² + η²γΣ}``, ``γ = (n−B)/(B(n−1))`` (Wu, Ma & E 2018)."""
+    n = lin.num_samples
+    gamma = (n - batch_size) / (batch_size * (n - 1)) if n > 1 else 0.0
+
+    def parts(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        hc, m2c = lin.moments_matvec(c)
+        return hc, lin.hessian_matvec(hc), m2c  # H c, H² c, (1/n) Σ H_i² c: four passes
+
+    def sigma(c: torch.Tensor) -> torch.Tensor:
+        _, h2c, m2c = parts(c)
+        return m2c - h2c
+
+    def second_moment_map(c: torch.Tensor) -> torch.Tensor:
+        hc, h2c, m2c = parts(c)
+        return c - 2 * lr * hc + lr**2 * ((1 - gamma) * h2c + gamma * m2c)
+
+    s2 = _extreme(sigma, lin.dim, like, "LA", generator)
+    return math.sqrt(max(s2, 0.0)), _extreme(second_moment_map, lin.dim, like, "LA", generator)
