@@ -2,10 +2,11 @@
 
     lightning-dyn report RUN_DIR
 
-The summary reads the edge-of-stability scalars (``dyn/sharpness``, ``dyn/stability_threshold``,
+Figures the callbacks logged to TensorBoard (``dyn/*`` images: the SGD stability diagram, the
+sharpness and density figures) are written as PNGs too. The summary reads the edge-of-stability scalars (``dyn/sharpness``, ``dyn/stability_threshold``,
 ``dyn/sharpness_ratio``, ``dyn/regime``) and ``train_loss`` when present, e.g. "progressive
 sharpening 3.9 → 20.6 by step 1950; at the edge (threshold 20.0) from step 2000; the loss rose on
-300 steps yet fell 0.62 → 0.015".
+300 steps yet fell 0.62 → 0.015", and the last ``SGDLyapunov`` verdict (λ, critical learning rate).
 """
 
 from __future__ import annotations
@@ -107,11 +108,57 @@ def write_figures(series: Series, out_dir: str | Path) -> list[Path]:
     return written
 
 
+def write_logged_figures(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
+    """The figures the callbacks logged to TensorBoard (``dyn/*`` images, e.g. the SGD stability
+    diagram), the last of each tag, as PNG files named after the tag."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = Path(out_dir)
+    latest: dict[str, tuple[int, bytes]] = {}
+    for folder in sorted({f.parent for f in Path(run_dir).rglob("events.out.tfevents.*")}):
+        acc = EventAccumulator(str(folder), size_guidance={"images": 0})
+        acc.Reload()
+        for tag in acc.Tags()["images"]:
+            if tag.startswith("dyn/"):
+                last = acc.Images(tag)[-1]
+                if tag not in latest or last.step >= latest[tag][0]:
+                    latest[tag] = (last.step, last.encoded_image_string)
+    written = []
+    for tag, (_, png) in sorted(latest.items()):
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / (tag.replace("/", "_") + ".png")
+        path.write_bytes(png)
+        written.append(path)
+    return written
+
+
+def summarize_sgd(series: Series) -> str:
+    """The SGDLyapunov verdict of the last measurement, in words."""
+    lam = series.get("dyn/sgd_lyapunov", [])
+    if not lam:
+        return ""
+    step, value = lam[-1]
+    at = {tag: dict(series[tag]).get(step) for tag in ("dyn/sgd_lyapunov_stderr", "dyn/critical_lr",
+                                                        "dyn/near_interpolation", "dyn/mean_square") if tag in series}
+    text = f"SGD at step {step}: λ = {value:+.4f}"
+    if at.get("dyn/sgd_lyapunov_stderr") is not None:
+        text += f" ± {at['dyn/sgd_lyapunov_stderr']:.4f}"
+    text += " (stable)" if value < 0 else " (unstable)"
+    if at.get("dyn/critical_lr") is not None:
+        text += f", critical learning rate {at['dyn/critical_lr']:.4g}"
+    if at.get("dyn/mean_square") is not None:
+        text += f", mean-square {'stable' if at['dyn/mean_square'] <= 1 else 'not stable'}"
+    if at.get("dyn/near_interpolation") == 0:
+        text += " — not at interpolation: the linearisation at the current point"
+    return text
+
+
 def report(run_dir: str | Path, out_dir: Optional[str | Path] = None) -> str:
     """Figures into ``out_dir`` (default: ``run_dir``) and the summary, printed and returned."""
     series = read_scalars(run_dir)
-    paths = write_figures(series, out_dir or run_dir)
-    text = summarize(series)
+    paths = write_figures(series, out_dir or run_dir) + write_logged_figures(run_dir, out_dir or run_dir)
+    text = "; ".join(t for t in (summarize(series), summarize_sgd(series)) if t and not t.startswith("no lightning_dyn"))
+    text = text or "no lightning_dyn scalars in this run"
     print(text)
     for p in paths:
         print(f"figure: {p}")

@@ -48,9 +48,14 @@ class SquaredLossMLP(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    @staticmethod
+    def criterion(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """``½ · mean_n Σ_c (f_c − y_c)²`` (what ``SGDLyapunov`` linearises)."""
+        return 0.5 * ((outputs - targets) ** 2).sum(dim=1).mean()
+
     def training_step(self, batch, batch_idx):
         x, y = batch
-        loss = 0.5 * ((self(x) - y) ** 2).sum(dim=1).mean()
+        loss = self.criterion(self(x), y)
         self.log("train_loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
