@@ -165,6 +165,7 @@ def sgd_lyapunov(
     k: int = 1,
     num_lrs: int = 24,
     batch_sizes: Optional[Sequence[int]] = None,
+    diagram_steps: Optional[int] = None,
     interpolation_tol: float = 1e-3,
     generator: Optional[torch.Generator] = None,
     dtype: torch.dtype = torch.float64,
@@ -195,6 +196,9 @@ def sgd_lyapunov(
         k: number of exponents tracked (the top one is reported).
         num_lrs: learning rates on the grid for the critical η and the diagram.
         batch_sizes: further batch sizes for the stability diagram (the current one is always in).
+        diagram_steps: simulated steps for those further rows (default ``num_steps // 4``: they
+            are drawn with their standard errors; the current B's row, which decides the
+            critical η, gets ``num_steps``).
         interpolation_tol: probe loss below which the point counts as interpolating.
         generator: private generator (batches, start vectors, Lanczos).
         dtype: precision of the simulation.
@@ -243,7 +247,8 @@ def sgd_lyapunov(
         here = None
         for b in sizes:
             lrs = torch.cat([torch.tensor([float(lr)], dtype=torch.float64), grid]) if b == batch_size else grid
-            spec = _simulate(lin, lrs, b, sampling, drop_last, num_steps, k, generator, dtype)
+            steps = num_steps if b == batch_size else max(20, diagram_steps or num_steps // 4)
+            spec = _simulate(lin, lrs, b, sampling, drop_last, steps, k, generator, dtype)
             top, err = spec.exponents[..., 0].tolist(), spec.stderr[..., 0].tolist()
             if b == batch_size:
                 here = (top[0], err[0])
@@ -252,7 +257,7 @@ def sgd_lyapunov(
             errs.append(err)
         current = rows[sizes.index(batch_size)]
         crit = _refined_critical_lr(lin, grid.tolist(), current, batch_size, sampling, drop_last, num_steps, k,
-                                    generator, dtype, num=max(4, min(12, num_lrs // 2)))
+                                    generator, dtype, num=max(4, min(8, num_lrs // 2)))
     assert here is not None
     return SGDStability(
         lr=float(lr), batch_size=batch_size, exponent=here[0], stderr=here[1], gd_exponent=gd,
