@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Optional, Sequence
 
 from .report import read_scalars, summarize, write_figures
@@ -74,7 +75,23 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     from .data import DigitsDataModule
     from .models import SquaredLossMLP
 
-    LightningCLI(SquaredLossMLP, DigitsDataModule, args=argv, save_config_kwargs={"overwrite": True})
+    if _names_its_classes(argv):  # e.g. configs/ode_embedding.yaml: any LightningModule / DataModule
+        LightningCLI(args=argv, subclass_mode_model=True, subclass_mode_data=True,
+                     save_config_kwargs={"overwrite": True})
+    else:  # the digits configs: SquaredLossMLP on DigitsDataModule, arguments given directly
+        LightningCLI(SquaredLossMLP, DigitsDataModule, args=argv, save_config_kwargs={"overwrite": True})
+
+
+def _names_its_classes(argv: Sequence[str]) -> bool:
+    """Whether a ``--config`` file gives the model as ``class_path`` (subclass mode)."""
+    import yaml
+
+    for flag, value in zip(argv, argv[1:]):
+        if flag == "--config" and Path(value).is_file():
+            model = (yaml.safe_load(Path(value).read_text()) or {}).get("model")
+            if isinstance(model, dict) and "class_path" in model:
+                return True
+    return False
 
 
 if __name__ == "__main__":

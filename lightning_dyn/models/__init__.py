@@ -8,10 +8,12 @@ from .graphs import erdos_renyi, erdos_renyi_sparse, graphon_top_eigenvalue, sam
 from .mlp import SquaredLossMLP
 from .neural_dde import NeuralDDE
 from .neural_ode import AugmentedNeuralODE, NeuralODE
+from .regressor import ContinuousDepthRegressor
 from .kuramoto import KuramotoNetwork, order_parameter, time_averaged_order_parameter
 
 __all__ = [
     "AugmentedNeuralODE",
+    "ContinuousDepthRegressor",
     "FiringRateNetwork",
     "GraphCoupling",
     "KuramotoNetwork",
