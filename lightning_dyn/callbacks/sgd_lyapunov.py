@@ -73,6 +73,8 @@ class SGDLyapunov(DynamicsCallback):
         num_steps: simulated SGD steps per exponent.
         num_lrs: learning rates on the grid (critical η, diagram).
         max_gram_outputs: largest probe set (samples × outputs) ``"gram"`` accepts.
+        hvp_directions: ``"hvp"``: top Hessian eigenvectors spanning the simulated normal space
+            (Lanczos, about 4× as many products once per measurement).
         precision: ``"float64"`` or ``"float32"`` for the simulation (float32: large probe sets).
         at_fit_end: measure once more when training ends, and draw the diagram.
         seed: seed of the private generator.
@@ -95,6 +97,7 @@ class SGDLyapunov(DynamicsCallback):
         num_steps: int = 1000,
         num_lrs: int = 24,
         max_gram_outputs: int = 12000,
+        hvp_directions: int = 32,
         precision: Literal["float64", "float32"] = "float64",
         at_fit_end: bool = True,
         seed: int = 0,
@@ -103,7 +106,7 @@ class SGDLyapunov(DynamicsCallback):
         check_choice("mode", mode, ("gram", "hvp"))
         check_choice("precision", precision, ("float64", "float32"))
         for name, value in (("probe_size", probe_size), ("num_steps", num_steps), ("num_lrs", num_lrs),
-                            ("max_gram_outputs", max_gram_outputs)):
+                            ("max_gram_outputs", max_gram_outputs), ("hvp_directions", hvp_directions)):
             check_positive_int(name, value)
         if num_steps < 20:
             raise ConfigurationError(f"`num_steps` must be at least 20 (the standard error uses 20 blocks), got {num_steps}")
@@ -119,6 +122,7 @@ class SGDLyapunov(DynamicsCallback):
         self.mode, self.criterion, self.loss_fn = mode, criterion, loss_fn
         self.probe_size, self.lr, self.batch_size, self.batch_sizes = probe_size, lr, batch_size, batch_sizes
         self.num_steps, self.num_lrs, self.max_gram_outputs = num_steps, num_lrs, max_gram_outputs
+        self.hvp_directions = hvp_directions
         self.dtype = torch.float64 if precision == "float64" else torch.float32
         self.data: Optional[tuple[torch.Tensor, torch.Tensor]] = None
         self.sampling: Literal["reshuffle", "iid"] = "iid"
@@ -199,7 +203,7 @@ class SGDLyapunov(DynamicsCallback):
                               loss_fn=self.loss_fn, sampling=self.sampling, num_steps=self.num_steps,
                               num_lrs=self.num_lrs, batch_sizes=[b for b in sizes if b <= n],
                               interpolation_tol=self.interpolation_tol, generator=self.generator, dtype=self.dtype,
-                              seed=self.seed)
+                              hvp_directions=self.hvp_directions, seed=self.seed)
         if not math.isfinite(result.loss):
             raise FloatingPointError(f"the probe loss is {result.loss}")
         if not result.near_interpolation and not self.warned_far:

@@ -62,8 +62,8 @@ ENTRIES = [
     ),
     ContractEntry(
         name="SGDLyapunov-hvp",
-        factory=lambda **kw: SGDLyapunov(**{"every_n_steps": 4, "mode": "hvp", "probe_size": 32, "batch_size": 8, "num_steps": 40,
-                                             "num_lrs": 3, "batch_sizes": [], **kw}),
+        factory=lambda **kw: SGDLyapunov(**{"every_n_steps": 4, "mode": "hvp", "probe_size": 16, "batch_size": 4, "num_steps": 20,
+                                             "num_lrs": 1, "batch_sizes": [], "hvp_directions": 4, **kw}),
         tags=("dyn/sgd_lyapunov", "dyn/gd_lyapunov", "dyn/wme_sharpness"),
         bad_kwargs=[({"batch_size": 0}, "batch_size"), ({"batch_sizes": [4, -1]}, "batch_sizes")],
         ddp_tag="dyn/sgd_lyapunov",
