@@ -56,3 +56,22 @@ def dense_hessian(model: nn.Module, loss_fn, batches) -> torch.Tensor:
         return sum(torch.func.functional_call(wrap, params, (b,)) * b[0].shape[0] for b in batches) / n_total
 
     return torch.autograd.functional.hessian(f, flat0)
+
+
+def fit_config_and_report(config: str, tmp_path, *overrides: str):
+    """``lightning-dyn fit --config configs/<config>.yaml`` with overrides, then ``lightning-dyn report``
+    on the run it wrote; returns (run directory, the report's stdout)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "lightning_dyn.cli", "fit", "--config", str(root / "configs" / f"{config}.yaml"),
+           *overrides, "--trainer.logger.init_args.save_dir", str(tmp_path)]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_dir = next(tmp_path.rglob("events.out.tfevents.*")).parent
+    report = subprocess.run([sys.executable, "-m", "lightning_dyn.cli", "report", str(run_dir)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr[-3000:]
+    return run_dir, report.stdout

@@ -124,9 +124,10 @@ class NeuralDDE(nn.Module):
                 self.register_buffer(name, torch.as_tensor(float(d), dtype=torch.float64))
             self._delay_names.append(name)
         self._check_delays([float(d.detach()) for d in self.delays])
-        self.history = _Trajectory(*history) if isinstance(history, tuple) else history
-        if isinstance(history, nn.Module):
-            self.history_module = history  # its parameters train with the layer
+        if isinstance(history, torch.Tensor):
+            self.register_buffer("history", history)  # moves with the layer (.to, .cuda)
+        else:  # an nn.Module history registers itself: its parameters train with the layer
+            self.history = _Trajectory(*history) if isinstance(history, tuple) else history
         self.t_span = (float(t_span[0]), float(t_span[1]))
         self.solver, self.step_size = solver, float(step_size)
         self.corrector_iterations, self.max_steps = corrector_iterations, max_steps
@@ -185,17 +186,20 @@ class NeuralDDE(nn.Module):
         ys, fs = [y0], []
         nfe = implicit = 0
 
-        def delayed(T: torch.Tensor, T_host: float, current: Optional[tuple]) -> list[torch.Tensor]:
-            """``y(T − τ_i)``: the history before t0, else the dense output of the interval holding
-            it; ``current = (y_n, f_n, y_n+1, f_n+1)`` is the step being taken."""
+        def delayed(T: torch.Tensor, T_host: float, current: Optional[tuple], mid: float) -> list[torch.Tensor]:
+            """``y(T − τ_i)`` for a stage of the step whose midpoint is ``mid``: the history if the
+            step's lookups ``[t_n − τ, t_n+1 − τ]`` lie before t0 (decided at the midpoint, so a
+            lookup landing exactly on t0 from the left takes the history's value, not y0), else the
+            dense output of the interval holding it; ``current = (y_n, f_n, y_n+1, f_n+1)`` is the
+            step being taken."""
             n = len(ys) - 1
             out = []
             for tau, tau_host in zip(delays, taus):
                 s, s_host = T - tau, T_host - tau_host
-                if s_host < host[0] - 1e-12:
+                if mid - tau_host < host[0]:
                     out.append(self._history(s, s_host, y0))
                     continue
-                k = min(bisect.bisect_right(host, s_host) - 1, len(host) - 2)
+                k = min(max(bisect.bisect_right(host, s_host) - 1, 0), len(host) - 2)
                 if k >= n:  # inside the step being taken (or at its start, where only y_n, f_n count)
                     ya, fa, yb, fb = current if current is not None else (ys[n], fs[n], ys[n], fs[n])
                     out.append(hermite(s, times[n], times[n + 1], ya, yb, fa, fb))
@@ -209,15 +213,16 @@ class NeuralDDE(nn.Module):
             tn, hn = times[n], times[n + 1] - times[n]
             tn_host, hn_host = host[n], host[n + 1] - host[n]
             yn = ys[n]
+            mid = tn_host + hn_host / 2
             if len(fs) == n:  # the node derivative = the first stage (FSAL)
-                fs.append(f(tn, yn, delayed(tn, tn_host, None)))
+                fs.append(f(tn, yn, delayed(tn, tn_host, None, mid)))
                 nfe += 1
             fn = fs[n]
             if min(taus) >= hn_host:  # every lookup falls in completed intervals
                 ks = [fn]
                 for j in range(1, len(c)):
                     Yj = yn + hn * sum(aj * kj for aj, kj in zip(a[j], ks) if aj)
-                    ks.append(f(tn + c[j] * hn, Yj, delayed(tn + c[j] * hn, tn_host + c[j] * hn_host, None)))
+                    ks.append(f(tn + c[j] * hn, Yj, delayed(tn + c[j] * hn, tn_host + c[j] * hn_host, None, mid)))
                 nfe += len(c) - 1
                 ys.append(yn + hn * sum(bj * kj for bj, kj in zip(b, ks) if bj))
                 continue
@@ -228,15 +233,15 @@ class NeuralDDE(nn.Module):
                 ks = [fn]
                 for j in range(1, len(c)):
                     Yj = yn + hn * sum(aj * kj for aj, kj in zip(a[j], ks) if aj)
-                    ks.append(f(tn + c[j] * hn, Yj, delayed(tn + c[j] * hn, tn_host + c[j] * hn_host, current)))
+                    ks.append(f(tn + c[j] * hn, Yj, delayed(tn + c[j] * hn, tn_host + c[j] * hn_host, current, mid)))
                 y_next = yn + hn * sum(bj * kj for bj, kj in zip(b, ks) if bj)
-                f_next = f(times[n + 1], y_next, delayed(times[n + 1], host[n + 1], (yn, fn, y_next, current[3])))
+                f_next = f(times[n + 1], y_next, delayed(times[n + 1], host[n + 1], (yn, fn, y_next, current[3]), mid))
                 current = (yn, fn, y_next, f_next)
                 nfe += len(c)
             ys.append(current[2])
             fs.append(current[3])
         if len(fs) < len(ys):  # the derivative at t1, for dense output on the last interval
-            fs.append(f(times[-1], ys[-1], delayed(times[-1], host[-1], None)))
+            fs.append(f(times[-1], ys[-1], delayed(times[-1], host[-1], None, (host[-2] + host[-1]) / 2)))
             nfe += 1
         self.stats = {"nfe_forward": nfe, "steps_forward": len(nodes) - 1, "implicit_steps": implicit}
         if not bool(torch.isfinite(ys[-1]).all()):

@@ -52,18 +52,22 @@ class _CountedField(nn.Module):
         self.nfe += 1
         return self.field(t, z) if self.takes_time else self.field(z)
 
-    # torchdiffeq's solver callbacks (t0, y0, dt): attempts, accepted and rejected steps
+    # torchdiffeq's solver callbacks (t0, y0, dt): steps of fixed-grid solvers, attempts of adaptive ones
     def callback_step(self, t0, y0, dt) -> None:
         self.steps += 1
+
+    def callback_step_adjoint(self, t0, y0, dt) -> None:
+        self.steps_adjoint += 1
+
+
+class _AdaptiveCountedField(_CountedField):
+    """Adaptive solvers also report accepted and rejected attempts (fixed-grid ones would warn)."""
 
     def callback_accept_step(self, t0, y0, dt) -> None:
         self.accepted += 1
 
     def callback_reject_step(self, t0, y0, dt) -> None:
         self.rejected += 1
-
-    def callback_step_adjoint(self, t0, y0, dt) -> None:
-        self.steps_adjoint += 1
 
     def callback_accept_step_adjoint(self, t0, y0, dt) -> None:
         self.accepted_adjoint += 1
@@ -109,7 +113,8 @@ class NeuralODE(nn.Module):
             raise ValueError(f"rtol and atol must be > 0, got rtol={rtol!r}, atol={atol!r}")
         if not (isinstance(max_steps, int) and max_steps > 0):
             raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
-        self.func = _CountedField(vector_field, _takes_time(vector_field))
+        counted = _AdaptiveCountedField if solver in ADAPTIVE else _CountedField
+        self.func = counted(vector_field, _takes_time(vector_field))
         self.t_span = (float(t_span[0]), float(t_span[1]))
         self.solver, self.rtol, self.atol, self.step_size = solver, rtol, atol, step_size
         self.adjoint, self.return_trajectory, self.max_steps = adjoint, return_trajectory, max_steps

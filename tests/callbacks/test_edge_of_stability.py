@@ -14,6 +14,7 @@ from lightning_dyn.data import DigitsDataModule
 from lightning_dyn.dynamics import REGIMES
 from lightning_dyn.models import SquaredLossMLP
 from lightning_dyn.report import read_scalars
+from tests.helpers import fit_config_and_report
 
 
 def _fit(callbacks, *, steps=40, n=200, logger=False, module=None, **kwargs):
@@ -114,18 +115,6 @@ def test_no_optimizer_is_refused_at_setup():
 
 @pytest.mark.parametrize("config", ["edge_of_stability", "momentum", "nesterov", "adam"])
 def test_shipped_configs_run_and_report(config, tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
-    cmd = [sys.executable, "-m", "lightning_dyn.cli", "fit", "--config", str(root / "configs" / f"{config}.yaml"),
-           "--trainer.max_steps", "10", "--trainer.callbacks.init_args.every_n_steps", "5",
-           "--trainer.logger.init_args.save_dir", str(tmp_path)]
-    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    run_dir = next(tmp_path.rglob("events.out.tfevents.*")).parent
-    report = subprocess.run([sys.executable, "-m", "lightning_dyn.cli", "report", str(run_dir)], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
-    assert report.returncode == 0, report.stderr[-3000:]
-    assert "sharpness" in report.stdout and (run_dir / "edge_of_stability.png").exists()
+    run_dir, text = fit_config_and_report(config, tmp_path, "--trainer.max_steps", "10",
+                                          "--trainer.callbacks.init_args.every_n_steps", "5")
+    assert "sharpness" in text and (run_dir / "edge_of_stability.png").exists()

@@ -11,6 +11,7 @@ from lightning_dyn import SGDLyapunov
 from lightning_dyn.callbacks.compat import ConfigurationError
 from lightning_dyn.report import report
 from tests.contract.harness import fit
+from tests.helpers import fit_config_and_report
 from tests.contract.models import ContractModule
 
 
@@ -53,3 +54,9 @@ def test_far_from_interpolation_is_flagged_and_the_diagram_reaches_tensorboard_a
     assert "SGD at step 8" in text and "not at interpolation" in text
     png = tmp_path / "out" / "dyn_stability_diagram.png"
     assert png.exists() and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_shipped_config_runs_and_reports(tmp_path):
+    run_dir, text = fit_config_and_report("sgd_lyapunov", tmp_path, "--trainer.max_epochs", "2",
+                                          "--trainer.callbacks.init_args.num_steps", "100")
+    assert "SGD at step 10" in text and (run_dir / "dyn_stability_diagram.png").exists()

@@ -150,3 +150,19 @@ def test_against_torchdde_on_the_same_problem():
                                 discretize_then_optimize=True, max_steps=1000)
     assert abs(ours + 1 / 6) < 1e-10
     assert abs(theirs[0, -1].item() + 1 / 6) < 1e-3
+
+
+def test_a_history_module_learns_with_the_layer():
+    class Constant(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Parameter(torch.tensor(0.5, dtype=torch.float64))
+
+        def forward(self, t):
+            return self.c.reshape(1, 1)
+
+    layer = NeuralDDE(NegDelayed(), [1.0], history=Constant(), t_span=(0.0, 1.0), step_size=0.1)
+    assert [n for n, _ in layer.named_parameters()] == ["history.c"]
+    y = layer(ONE)  # y(1) = 1 − ∫₀¹ c dt = 1 − c
+    y.backward()
+    assert y.item() == pytest.approx(0.5, abs=1e-12) and layer.history.c.grad.item() == pytest.approx(-1.0, abs=1e-12)
