@@ -9,7 +9,8 @@ GD's exponent ``dyn/gd_lyapunov``, Wu–Ma–E's ``dyn/wme_sharpness``, ``dyn/wm
 current batch size), ``dyn/probe_loss`` and ``dyn/near_interpolation``. At fit end, the stability
 diagram (λ against η for several batch sizes) as a TensorBoard figure.
 
-The learning rate is read from the optimizer at each measurement and the batch size from the
+The learning rate and momentum (heavy ball or Nesterov, simulated with its buffer) are read from
+the optimizer at each measurement, and the batch size from the
 train dataloader (times the world size under DDP: the averaged gradient is that of the global
 batch); batches are simulated as training draws them — random reshuffling when the loader
 shuffles, i.i.d. otherwise (logged once, and in each history entry).
@@ -67,8 +68,9 @@ class SGDLyapunov(DynamicsCallback):
         loss_fn: ``loss_fn(pl_module, batch)`` for ``"hvp"``; default: the module's ``training_step``.
         probe_size: samples in the probe set SGD is simulated on (the first ones the train
             dataloader yields; all ranks' under DDP).
-        lr: the learning rate to judge (default: the optimizer's current one). Required when the
-            optimizer is not SGD: the exponent is then that of plain SGD at this ``lr``.
+        lr: the learning rate to judge (default: the optimizer's current one; its momentum and
+            Nesterov flag are used too). Required when the optimizer is not SGD: the exponent is then
+            that of plain SGD at this ``lr``.
         batch_size: the batch size to judge (default: the loader's, times the world size).
         batch_sizes: further batch sizes for the stability diagram (default: B/4, B/2, 2B within
             the probe set).
@@ -186,9 +188,9 @@ class SGDLyapunov(DynamicsCallback):
                     "this exponent does not describe. Pass `lr=` to ask whether SGD at that learning rate would be stable here")
             return
         group = optimizer.param_groups[0]
-        if group.get("momentum", 0) or group.get("weight_decay", 0):
-            rank_zero_warn("SGDLyapunov: the exponent is that of plain SGD (no momentum, no weight decay) at the "
-                           "optimizer's learning rate; heavy-ball and weight-decay dynamics are not modelled")
+        if group.get("weight_decay", 0) or group.get("dampening", 0):
+            rank_zero_warn("SGDLyapunov: weight decay and dampening are not modelled; the exponent is that of SGD "
+                           "(with its momentum) on the loss alone")
 
     # -- measurement ----------------------------------------------------------------------------
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -202,11 +204,15 @@ class SGDLyapunov(DynamicsCallback):
 
     def measure(self, trainer: Any, pl_module: Any) -> Measurement:
         assert self.data is not None
-        lr = self.lr or float(trainer.optimizers[0].param_groups[0]["lr"])
+        optimizer = trainer.optimizers[0]
+        group = optimizer.param_groups[0] if isinstance(optimizer, torch.optim.SGD) else {}
+        lr = self.lr or float(group["lr"])
+        momentum, nesterov = float(group.get("momentum", 0.0)), bool(group.get("nesterov", False))
         n, B = len(self.data[0]), self.global_batch
         sizes = self.batch_sizes or [b for b in (B // 4, B // 2, 2 * B) if 1 <= b <= n]
         criterion = self.criterion or (lambda out, y: out.new_zeros(()))
         result = sgd_lyapunov(pl_module, criterion, self.data, lr=lr, batch_size=B, mode=self.mode,
+                              momentum=momentum, nesterov=nesterov,
                               loss_fn=self.loss_fn, sampling=self.sampling, num_steps=self.num_steps,
                               num_lrs=self.num_lrs, batch_sizes=[b for b in sizes if b <= n],
                               interpolation_tol=self.interpolation_tol, generator=self.generator, dtype=self._dtype(),
@@ -222,7 +228,7 @@ class SGDLyapunov(DynamicsCallback):
         scalars = {"dyn/sgd_lyapunov": result.exponent, "dyn/sgd_lyapunov_stderr": result.stderr,
                    "dyn/gd_lyapunov": result.gd_exponent, "dyn/wme_sharpness": result.sharpness,
                    "dyn/probe_loss": result.loss, "dyn/near_interpolation": float(result.near_interpolation)}
-        if self.mode == "gram":
+        if math.isfinite(result.mean_square):  # plain SGD in "gram" mode
             scalars.update({"dyn/wme_nonuniformity": result.nonuniformity, "dyn/mean_square": result.mean_square})
         if math.isfinite(result.critical_lr):
             scalars["dyn/critical_lr"] = result.critical_lr

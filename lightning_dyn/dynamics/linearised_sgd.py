@@ -146,6 +146,7 @@ class NormalSpaceSGD:
 
     def __init__(self, factor: torch.Tensor) -> None:
         self.factor = factor.contiguous()
+        self.device = factor.device
         self.num_samples, self.rows_per_sample, self.dim = factor.shape
         self.products = 0
         self._blocks = factor @ factor.transpose(1, 2)  # V_i V_iᵀ, (n, C, C)
@@ -164,13 +165,17 @@ class NormalSpaceSGD:
         roots = output_hessian_roots(criterion, outputs, targets)
         return cls(normal_space_factor(ntk, roots, dtype)), loss
 
-    def step(self, D: torch.Tensor, idx: torch.Tensor, lrs: torch.Tensor) -> torch.Tensor:
-        """``D − (η/|ξ|) V_ξᵀ V_ξ D`` for ``D`` of shape ``(E, r, k)`` and ``lrs`` of shape ``(E,)``."""
+    def curvature(self, D: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """``H_ξ D = (1/|ξ|) V_ξᵀ V_ξ D`` for ``D`` of shape ``(E, r, k)`` (one GEMM for all E)."""
         v = self.factor[idx.to(self.factor.device)].reshape(-1, self.dim).to(D.dtype)
         E, r, k = D.shape
-        flat = D.permute(1, 0, 2).reshape(r, E * k)  # one GEMM for every learning rate
+        flat = D.permute(1, 0, 2).reshape(r, E * k)
         update = ((v @ flat).T @ v).T.reshape(r, E, k).permute(1, 0, 2)  # Vᵀ(V D), untransposed GEMMs
-        return D - (lrs.to(D) / len(idx)).view(-1, 1, 1) * update
+        return update / len(idx)
+
+    def step(self, D: torch.Tensor, idx: torch.Tensor, lrs: torch.Tensor) -> torch.Tensor:
+        """``D − η H_ξ D`` for ``D`` of shape ``(E, r, k)`` and ``lrs`` of shape ``(E,)``."""
+        return D - lrs.to(D).view(-1, 1, 1) * self.curvature(D, idx)
 
     # full-batch operators on N (for GD and the Wu–Ma–E condition); each pass over V is the cost
     def hessian_matvec(self, c: torch.Tensor) -> torch.Tensor:
@@ -206,11 +211,12 @@ class ParameterSpaceSGD:
         self.model, self.loss_fn, self.data, self.mode = model, loss_fn, data, mode
         self.basis = basis
         self.dim = basis.shape[1]
+        self.device = basis.device
         self.num_samples = _num_samples(data)
         self.products = 0
 
-    def step(self, D: torch.Tensor, idx: torch.Tensor, lrs: torch.Tensor) -> torch.Tensor:
-        """One map for ``D`` of shape ``(E, m, k)`` in basis coordinates: ``c ↦ Uᵀ(I − ηH_ξ)U c``."""
+    def curvature(self, D: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """``Uᵀ H_ξ U D`` for ``D`` of shape ``(E, m, k)`` in basis coordinates (``E·k`` products)."""
         batch = tree_map_tensors(lambda t: t[idx.to(t.device)] if t.dim() > 0 else t, self.data)
         op = HessianOperator(self.model, self.loss_fn, [batch], mode=self.mode, distributed=False,
                              dtype=self.basis.dtype)
@@ -219,8 +225,44 @@ class ParameterSpaceSGD:
         X = U @ D.permute(1, 0, 2).reshape(m, E * k)  # (P, E·k)
         HX = torch.stack([op.matvec(X[:, j]) for j in range(E * k)], dim=1)
         self.products += op.num_matvecs
-        HD = (U.T @ HX).reshape(m, E, k).permute(1, 0, 2)
-        return D - lrs.to(D).view(-1, 1, 1) * HD
+        return (U.T @ HX).reshape(m, E, k).permute(1, 0, 2)
+
+    def step(self, D: torch.Tensor, idx: torch.Tensor, lrs: torch.Tensor) -> torch.Tensor:
+        """One map ``c ↦ Uᵀ(I − ηH_ξ)U c`` for ``D`` of shape ``(E, m, k)``."""
+        return D - lrs.to(D).view(-1, 1, 1) * self.curvature(D, idx)
+
+
+class MomentumSGD:
+    """SGD with momentum β linearised on top of a plain linearisation ``inner`` (either form).
+
+    PyTorch's SGD keeps ``b ← β b + g`` and steps ``x ← x − η b`` (Nesterov: ``x ← x − η (g + β b)``);
+    linearised, ``g = H_ξ x`` and the state ``(x, b)`` evolves by
+
+        b' = β b + H_ξ x,    x' = x − η b'          (heavy ball)
+        x' = x − η (H_ξ x + β b')                   (Nesterov)
+
+    a ``2r``-dimensional random linear system; the buffer lives in the normal space too (it sums
+    ``H_ξ x``), so the reduction of ``inner`` carries over. On a quadratic this gives the thresholds
+    of ``stability_threshold``: ``(2 + 2β)/η`` (heavy ball), ``(2 + 2β)/(η(1 + 2β))`` (Nesterov).
+    """
+
+    def __init__(self, inner: "NormalSpaceSGD | ParameterSpaceSGD", momentum: float, nesterov: bool = False) -> None:
+        self.inner, self.momentum, self.nesterov = inner, momentum, nesterov
+        self.dim = 2 * inner.dim
+        self.num_samples, self.device = inner.num_samples, inner.device
+
+    @property
+    def products(self) -> int:
+        return self.inner.products
+
+    def step(self, D: torch.Tensor, idx: torch.Tensor, lrs: torch.Tensor) -> torch.Tensor:
+        r = self.inner.dim
+        x, b = D[:, :r], D[:, r:]
+        hx = self.inner.curvature(x, idx)
+        b = self.momentum * b + hx
+        lr = lrs.to(D).view(-1, 1, 1)
+        x = x - lr * (hx + self.momentum * b if self.nesterov else b)
+        return torch.cat([x, b], dim=1)
 
 
 def _num_samples(data: Any) -> int:

@@ -10,6 +10,8 @@ decides: ``λ < 0`` — SGD converges to the manifold near this minimum (with po
 ``λ > 0`` — it leaves (Chemnitz & Engel, arXiv:2407.20209, Thm. 2.4). Reported alongside:
 
 - GD's exponent ``μ = log max_{h ∈ spec(H|N)} |1 − ηh|`` (stable iff ``μ < 0``, i.e. ``η < 2/h_max``);
+  with momentum, the log spectral radius of the heavy-ball (Nesterov) map, and SGD itself is
+  simulated with its momentum buffer (:class:`~lightning_dyn.dynamics.linearised_sgd.MomentumSGD`);
 - the mean-square (linear-stability) analysis of Wu, Ma & E (NeurIPS 2018): sharpness
   ``a = λ_max(H)``, non-uniformity ``s = λ_max(Σ)^{1/2}`` with ``Σ = (1/n) Σ_i H_i² − H²``, and the
   verdict ``λ_max{(I − ηH)² + η² (n−B)/(B(n−1)) Σ} ≤ 1`` — sufficient for ``λ < 0``, not necessary
@@ -26,20 +28,21 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Optional, Sequence, Union
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..curvature import HessianOperator, MatrixFreeOperator, top_eigenpairs
 from ..curvature._random import private_generator
 from ..curvature.hessian import measurement_context
-from .linearised_sgd import Criterion, NormalSpaceSGD, ParameterSpaceSGD, Sampling, batches
+from .linearised_sgd import Criterion, MomentumSGD, NormalSpaceSGD, ParameterSpaceSGD, Sampling, batches
 from .lyapunov import lyapunov_spectrum
 from .ntk import MAX_JACOBIAN_BYTES
 
 Mode = Literal["gram", "hvp"]
 #: systems up to this dimension get exact dense eigenvalues instead of Lanczos
 DENSE_LIMIT = 64
-Linearisation = Union[NormalSpaceSGD, ParameterSpaceSGD]
+Linearisation = Union[NormalSpaceSGD, ParameterSpaceSGD, MomentumSGD]
 
 
 @dataclass
@@ -111,9 +114,29 @@ def _extreme(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, like: tor
     return float(result.values[0])
 
 
-def lr_grid(sharpness: float, num: int) -> torch.Tensor:
-    """``num`` learning rates, geometric from (2/a)/16 to 8·(2/a) around GD's threshold 2/a."""
-    edge = 2.0 / sharpness
+def gd_threshold_lr(sharpness: float, momentum: float = 0.0, nesterov: bool = False) -> float:
+    """The η at which (momentum) GD becomes unstable on curvature ``a``: 2/a, (2+2β)/a, (2+2β)/((1+2β)a)."""
+    return (2 + 2 * momentum) / ((1 + 2 * momentum) if nesterov else 1.0) / sharpness
+
+
+def gd_exponent(lr: float, curvatures: Sequence[float], momentum: float = 0.0, nesterov: bool = False) -> float:
+    """``log`` of the largest spectral radius of the (momentum) GD map over the given curvatures
+    (the extremes of spec(H|N): on [h_min, h_max] the radius peaks at an end)."""
+    radii = []
+    for h in curvatures:
+        if nesterov:  # x' = x − η(hx + βb'), b' = βb + hx
+            m = [[1 - lr * h * (1 + momentum), -lr * momentum**2], [h, momentum]]
+        elif momentum:  # x' = x − ηb', b' = βb + hx
+            m = [[1 - lr * h, -lr * momentum], [h, momentum]]
+        else:
+            m = [[1 - lr * h]]
+        radii.append(float(np.abs(np.linalg.eigvals(np.array(m, dtype=float))).max()))
+    return math.log(max(radii)) if max(radii) > 0 else -math.inf
+
+
+def lr_grid(sharpness: float, num: int, momentum: float = 0.0, nesterov: bool = False) -> torch.Tensor:
+    """``num`` learning rates, geometric from edge/16 to 8·edge around GD's threshold (the edge)."""
+    edge = gd_threshold_lr(sharpness, momentum, nesterov)
     return torch.logspace(math.log10(edge / 16), math.log10(edge * 8), num, dtype=torch.float64)
 
 
@@ -133,10 +156,9 @@ def critical_lr(lrs: Sequence[float], exponents: Sequence[float]) -> float:
 def _simulate(lin: Linearisation, lrs: torch.Tensor, batch_size: int, sampling: Sampling, drop_last: bool,
               num_steps: int, k: int, generator: torch.Generator, dtype: torch.dtype):
     draws = batches(lin.num_samples, batch_size, sampling, generator, drop_last)
-    device = lin.factor.device if isinstance(lin, NormalSpaceSGD) else lin.basis.device
-    lr = lrs.to(device=device, dtype=dtype)
+    lr = lrs.to(device=lin.device, dtype=dtype)
     return lyapunov_spectrum(lambda D: lin.step(D, next(draws), lr), lin.dim, min(k, lin.dim), num_steps,
-                             generator=generator, batch_shape=(len(lrs),), device=device, dtype=dtype)
+                             generator=generator, batch_shape=(len(lrs),), device=lin.device, dtype=dtype)
 
 
 def _hvp_linearisation(model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor], data: Any,
@@ -158,6 +180,8 @@ def sgd_lyapunov(
     lr: float,
     batch_size: int,
     mode: Mode = "gram",
+    momentum: float = 0.0,
+    nesterov: bool = False,
     loss_fn: Optional[Callable[[nn.Module, Any], torch.Tensor]] = None,
     sampling: Sampling = "reshuffle",
     drop_last: bool = False,
@@ -189,6 +213,9 @@ def sgd_lyapunov(
             (mini-batch Hessian-vector products in parameter space projected on the full-batch
             Hessian's top ``hvp_directions`` eigenvectors above ``hvp_cutoff``·top: any
             twice-differentiable ``loss_fn``; ``k·(num_lrs+1)`` products per simulated step).
+        momentum, nesterov: SGD's momentum β (PyTorch's convention, no dampening) and Nesterov flag:
+            the system simulated is then the ``2r``-dimensional heavy-ball (or Nesterov)
+            linearisation (:class:`MomentumSGD`); Wu–Ma–E's analysis is for plain SGD and is skipped.
         loss_fn: ``loss_fn(model, batch)`` for ``"hvp"`` (default: ``criterion(model(x), y)``).
         sampling: ``"reshuffle"`` (a permutation per epoch, as a shuffling DataLoader) or ``"iid"``.
         drop_last: drop the last, smaller batch of an epoch (``"reshuffle"``).
@@ -212,6 +239,8 @@ def sgd_lyapunov(
     """
     if mode not in ("gram", "hvp"):
         raise ValueError(f"mode must be 'gram' or 'hvp', got {mode!r}")
+    if not 0 <= momentum < 1:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
     if sampling not in ("reshuffle", "iid"):
         raise ValueError(f"sampling must be 'reshuffle' or 'iid', got {sampling!r}")
     if not (isinstance(lr, (int, float)) and lr >= 0):
@@ -238,11 +267,13 @@ def sgd_lyapunov(
             lin, values, loss = _hvp_linearisation(model, loss_fn or default_loss, (inputs, targets),
                                                    hvp_directions, hvp_cutoff, generator)
             sharpness, h_min = values[0], values[-1]
-        gd = math.log(max(abs(1 - lr * sharpness), abs(1 - lr * h_min)))
+        gd = gd_exponent(lr, [h_min, sharpness], momentum, nesterov)
         nonuniformity = mean_square = math.nan
-        if isinstance(lin, NormalSpaceSGD):
+        if isinstance(lin, NormalSpaceSGD) and not momentum:
             nonuniformity, mean_square = _wu_ma_e(lin, lr, batch_size, like, generator)
-        grid = lr_grid(sharpness, num_lrs)
+        if momentum:
+            lin = MomentumSGD(lin, momentum, nesterov)
+        grid = lr_grid(sharpness, num_lrs, momentum, nesterov)
         rows, errs = [], []
         here = None
         for b in sizes:

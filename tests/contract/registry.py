@@ -53,7 +53,7 @@ ENTRIES = [
         name="SGDLyapunov-gram",
         factory=lambda **kw: SGDLyapunov(**{"every_n_steps": 4, "criterion": F.cross_entropy, "probe_size": 64,
                                              "num_steps": 60, "num_lrs": 6, **kw}),
-        tags=("dyn/sgd_lyapunov", "dyn/gd_lyapunov", "dyn/wme_sharpness", "dyn/mean_square"),
+        tags=("dyn/sgd_lyapunov", "dyn/gd_lyapunov", "dyn/wme_sharpness", "dyn/critical_lr"),
         bad_kwargs=[({"every_n_steps": 0}, "every_n_steps"), ({"mode": "exact"}, "mode"),
                     ({"interpolation_tol": 0.0}, "interpolation_tol"), ({"lr": -1.0}, "lr"),
                     ({"num_steps": 5}, "num_steps"), ({"precision": "half"}, "precision")],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -142,3 +143,44 @@ def test_bad_inputs_say_what_is_wrong():
     nn.init.ones_(model.weight)
     with pytest.raises(ValueError, match="reduction='mean'"):
         sgd_lyapunov(model, lambda f, y: ((f - y) ** 2).sum(), data, lr=1.0, batch_size=1)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_momentum_sgd_matches_an_independent_simulation_of_its_2x2_maps(nesterov):
+    """Heavy ball / Nesterov on the 1-D problem: the state (x, b) evolves by a random 2×2 map; the
+    pipeline (normal-space form + MomentumSGD) agrees with a direct simulation of those maps."""
+    from lightning_dyn.dynamics import lyapunov_spectrum
+
+    model, data = one_d_problem([0.9, 3.6])
+    lr, beta = 0.5, 0.5
+    r = sgd_lyapunov(model, half_mse, data, lr=lr, batch_size=1, momentum=beta, nesterov=nesterov, sampling="iid",
+                     num_steps=20000, num_lrs=4)
+    g = torch.Generator().manual_seed(5)
+    hs = torch.tensor([0.9, 3.6], dtype=torch.float64)
+
+    def step(V):
+        h = hs[torch.randint(2, (V.shape[0],), generator=g)]
+        one = torch.ones_like(h)
+        top = [1 - lr * h * (1 + beta), -lr * beta**2 * one] if nesterov else [1 - lr * h, -lr * beta * one]
+        M = torch.stack([torch.stack(top, -1), torch.stack([h, beta * one], -1)], -2)
+        return M @ V
+
+    ref = lyapunov_spectrum(step, 2, 1, 2000, generator=g, batch_shape=(64,)).exponents.reshape(-1)
+    se = math.hypot(r.stderr, ref.std().item() / 8)
+    assert abs(r.exponent - ref.mean().item()) <= 3 * se
+    assert math.isnan(r.mean_square)  # Wu–Ma–E's analysis is for plain SGD
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_momentum_gd_exponent_crosses_zero_at_the_optimizer_threshold(nesterov):
+    """μ of (momentum) GD is negative just below η = (2+2β)/h (Nesterov: /(1+2β)) and positive just above —
+    the same thresholds as ``stability_threshold``."""
+    from lightning_dyn.dynamics.sgd_lyapunov import gd_exponent, gd_threshold_lr
+
+    h, beta = 3.0, 0.9
+    edge = gd_threshold_lr(h, beta, nesterov)
+    assert edge == pytest.approx((2 + 2 * beta) / ((1 + 2 * beta) if nesterov else 1) / h)
+    assert gd_exponent(0.999 * edge, [h], beta, nesterov) < 0 < gd_exponent(1.001 * edge, [h], beta, nesterov)
+    # heavy ball: the log of the largest root of z² − (1 + β − ηh) z + β
+    roots = np.roots([1, -(1 + beta - 0.3 * h), beta])
+    assert gd_exponent(0.3, [h], beta) == pytest.approx(math.log(np.abs(roots).max()), rel=1e-12)
