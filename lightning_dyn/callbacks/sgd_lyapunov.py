@@ -66,14 +66,18 @@ class SGDLyapunov(DynamicsCallback):
         criterion: ``criterion(outputs, targets)``, the mean batch loss on ``pl_module(inputs)``;
             default: the module's ``criterion`` attribute. Needed for ``"gram"``.
         loss_fn: ``loss_fn(pl_module, batch)`` for ``"hvp"``; default: the module's ``training_step``.
-        probe_size: samples in the probe set SGD is simulated on (the first ones the train
-            dataloader yields; all ranks' under DDP).
+        probe_size: samples in the probe set SGD is simulated on: the first ones the train
+            dataloader yields; under DDP each rank contributes ``probe_size / world_size`` of its
+            shard and every rank simulates the union.
         lr: the learning rate to judge (default: the optimizer's current one; its momentum and
             Nesterov flag are used too). Required when the optimizer is not SGD: the exponent is then
             that of plain SGD at this ``lr``.
         batch_size: the batch size to judge (default: the loader's, times the world size).
         batch_sizes: further batch sizes for the stability diagram (default: B/4, B/2, 2B within
             the probe set).
+        sampling: how batches are drawn in the simulation: ``"reshuffle"`` or ``"iid"``; default
+            (``None``) as the train loader draws them — reshuffling when it shuffles (Lightning's
+            distributed sampler always does), i.i.d. otherwise.
         num_steps: simulated SGD steps per exponent.
         num_lrs: learning rates on the grid (critical η, diagram).
         max_gram_outputs: largest probe set (samples × outputs) ``"gram"`` accepts.
@@ -101,6 +105,7 @@ class SGDLyapunov(DynamicsCallback):
         lr: Optional[float] = None,
         batch_size: Optional[int] = None,
         batch_sizes: Optional[list[int]] = None,
+        sampling: Optional[Literal["reshuffle", "iid"]] = None,
         num_steps: int = 1000,
         num_lrs: int = 24,
         max_gram_outputs: int = 12000,
@@ -112,6 +117,7 @@ class SGDLyapunov(DynamicsCallback):
         super().__init__(every_n_steps=every_n_steps, at_fit_end=at_fit_end, seed=seed)
         check_choice("mode", mode, ("gram", "hvp"))
         check_choice("precision", precision, ("auto", "float64", "float32"))
+        check_choice("sampling", sampling, (None, "reshuffle", "iid"))
         for name, value in (("probe_size", probe_size), ("num_steps", num_steps), ("num_lrs", num_lrs),
                             ("max_gram_outputs", max_gram_outputs), ("hvp_directions", hvp_directions)):
             check_positive_int(name, value)
@@ -132,7 +138,8 @@ class SGDLyapunov(DynamicsCallback):
         self.hvp_directions = hvp_directions
         self.precision = precision
         self.data: Optional[tuple[torch.Tensor, torch.Tensor]] = None
-        self.sampling: Literal["reshuffle", "iid"] = "iid"
+        self.sampling_arg = sampling
+        self.sampling: Literal["reshuffle", "iid"] = sampling or "iid"
         self.global_batch = 1
         self.num_outputs = 1
         self.interpolation_measured = False
@@ -143,7 +150,9 @@ class SGDLyapunov(DynamicsCallback):
     def prepare(self, trainer: Any, pl_module: Any) -> None:
         self._check_optimizer(trainer)
         loader = trainer.train_dataloader
-        batches = draw_probe_batches(loader, self.probe_size, pl_module.device, self.seed)
+        # probe_size counts all ranks' samples: each rank draws its share of its own shard
+        share = -(-self.probe_size // trainer.world_size)
+        batches = draw_probe_batches(loader, share, pl_module.device, self.seed)
         if not all(isinstance(b, (tuple, list)) and len(b) >= 2 for b in batches):
             raise ConfigurationError("SGDLyapunov needs (inputs, targets) batches from the train dataloader")
         inputs = torch.cat([b[0] for b in batches])
@@ -154,7 +163,7 @@ class SGDLyapunov(DynamicsCallback):
         order = _canonical_order(inputs, targets).to(inputs.device)
         self.data = (inputs[order], targets[order])
         n = len(inputs)
-        self.sampling = _sampling(loader)
+        self.sampling = self.sampling_arg or _sampling(loader)
         self.global_batch = self.batch_size or int(getattr(loader, "batch_size", None) or 1) * trainer.world_size
         if self.global_batch > n:
             raise ConfigurationError(

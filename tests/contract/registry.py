@@ -27,6 +27,10 @@ class ContractEntry:
     ddp_tag: str = ""
     #: the callback takes ``loss_fn(pl_module, batch)`` (setup checks and NaN reporting are run)
     accepts_loss_fn: bool = True
+    #: overrides for the DDP comparison, e.g. a probe set of the whole data and one sampling scheme:
+    #: Lightning's distributed sampler reshuffles (and deals samples out) even when the loader does
+    #: not, so one process and two ranks would otherwise describe different SGD runs
+    ddp_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 ENTRIES = [
@@ -52,13 +56,16 @@ ENTRIES = [
     ContractEntry(
         name="SGDLyapunov-gram",
         factory=lambda **kw: SGDLyapunov(**{"every_n_steps": 4, "criterion": F.cross_entropy, "probe_size": 64,
+                                             "batch_size": 16,
                                              "num_steps": 60, "num_lrs": 6, **kw}),
-        tags=("dyn/sgd_lyapunov", "dyn/gd_lyapunov", "dyn/wme_sharpness", "dyn/critical_lr"),
+        tags=("dyn/sgd_lyapunov", "dyn/gd_lyapunov", "dyn/wme_sharpness", "dyn/probe_loss"),
         bad_kwargs=[({"every_n_steps": 0}, "every_n_steps"), ({"mode": "exact"}, "mode"),
                     ({"interpolation_tol": 0.0}, "interpolation_tol"), ({"lr": -1.0}, "lr"),
-                    ({"num_steps": 5}, "num_steps"), ({"precision": "half"}, "precision")],
+                    ({"num_steps": 5}, "num_steps"), ({"precision": "half"}, "precision"),
+                    ({"sampling": "stratified"}, "sampling")],
         ddp_tag="dyn/sgd_lyapunov",
         accepts_loss_fn=False,
+        ddp_kwargs={"probe_size": 256, "sampling": "reshuffle"},
     ),
     ContractEntry(
         name="SGDLyapunov-hvp",
@@ -67,5 +74,6 @@ ENTRIES = [
         tags=("dyn/sgd_lyapunov", "dyn/gd_lyapunov", "dyn/wme_sharpness"),
         bad_kwargs=[({"batch_size": 0}, "batch_size"), ({"batch_sizes": [4, -1]}, "batch_sizes")],
         ddp_tag="dyn/sgd_lyapunov",
+        ddp_kwargs={"probe_size": 256, "sampling": "reshuffle"},
     ),
 ]

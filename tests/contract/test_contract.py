@@ -106,9 +106,9 @@ def test_ddp_two_processes_measure_the_global_loss(entry, tmp_path):
     frozen = dict(module_kwargs={"lr": 0.0, "batchnorm": False}, loader_kwargs={"shuffle": False})
     # this sandbox refuses to resize the memfd of torch's default "file_descriptor" strategy
     torch.multiprocessing.set_sharing_strategy("file_system")
-    single = entry.factory()
+    single = entry.factory(**entry.ddp_kwargs)
     fit([single], tmp_path / "single", max_steps=8, **frozen)
-    callback = entry.factory()
+    callback = entry.factory(**entry.ddp_kwargs)
     fit([callback, HistoryRecorder(callback, str(tmp_path))], tmp_path / "ddp", max_steps=8,
         strategy="ddp_spawn", devices=2, **frozen)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
