@@ -33,7 +33,9 @@ from torch import nn
 from torch.func import hessian, vmap
 
 from ..curvature import HessianOperator
+from ..curvature.hessian import batch_size as count_samples
 from ..curvature.hessian import tree_map_tensors
+from .ntk import empirical_ntk
 
 Sampling = Literal["reshuffle", "iid"]
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -155,8 +157,6 @@ class NormalSpaceSGD:
     def from_model(cls, model: nn.Module, criterion: Criterion, inputs: torch.Tensor, targets: torch.Tensor,
                    dtype: Optional[torch.dtype] = None, **ntk_kwargs: Any) -> tuple["NormalSpaceSGD", torch.Tensor]:
         """Build it at the model's current parameters; returns it and the probe loss."""
-        from .ntk import empirical_ntk
-
         ntk, outputs = empirical_ntk(model, inputs, **ntk_kwargs)
         outputs = outputs.reshape(inputs.shape[0], *outputs.shape[1:])
         with torch.no_grad():
@@ -212,7 +212,7 @@ class ParameterSpaceSGD:
         self.basis = basis
         self.dim = basis.shape[1]
         self.device = basis.device
-        self.num_samples = _num_samples(data)
+        self.num_samples = count_samples(data)
         self.products = 0
 
     def curvature(self, D: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -263,10 +263,3 @@ class MomentumSGD:
         lr = lrs.to(D).view(-1, 1, 1)
         x = x - lr * (hx + self.momentum * b if self.nesterov else b)
         return torch.cat([x, b], dim=1)
-
-
-def _num_samples(data: Any) -> int:
-    from ..curvature.hessian import batch_size
-
-    return batch_size(data)
-

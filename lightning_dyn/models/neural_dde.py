@@ -275,14 +275,14 @@ class NeuralDDE(nn.Module):
     def _check_history(self, y0: torch.Tensor, t0: torch.Tensor, taus: list[float]) -> None:
         if self.history is None:
             return
+        probe_host = self.t_span[0] - max(taus)
         probe = t0 - max(taus)
-        value = self._history(probe, float(probe), y0) if isinstance(self.history, _Trajectory) else (
-            self.history(probe) if callable(self.history) else torch.as_tensor(self.history))
+        h = self.history
+        value = h(probe, probe_host) if isinstance(h, _Trajectory) else h(probe) if callable(h) else torch.as_tensor(h)
         try:
-            torch.broadcast_shapes(tuple(value.shape), tuple(y0.shape))
             ok = torch.broadcast_shapes(tuple(value.shape), tuple(y0.shape)) == tuple(y0.shape)
         except RuntimeError:
             ok = False
         if not ok:
-            raise ValueError(f"history gives shape {tuple(value.shape)} at t = {float(probe):.4g}, which does not match "
+            raise ValueError(f"history gives shape {tuple(value.shape)} at t = {probe_host:.4g}, which does not match "
                              f"the state y0 of shape {tuple(y0.shape)}")
