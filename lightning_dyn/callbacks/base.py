@@ -70,6 +70,8 @@ class DynamicsCallback(*CALLBACK_BASES):  # type: ignore[misc]
 
     #: the tag shown in the progress bar, if any
     progress_bar_tag: Optional[str] = None
+    #: what ``Measurement.hvps`` counts, logged as ``dyn/cost/<name>_<unit>`` (``None``: seconds only)
+    cost_unit: Optional[str] = "hvps"
 
     def __init__(self, every_n_steps: int = 50, at_fit_end: bool = True, seed: int = 0) -> None:
         check_positive_int("every_n_steps", every_n_steps)
@@ -107,6 +109,12 @@ class DynamicsCallback(*CALLBACK_BASES):  # type: ignore[misc]
     @property
     def cost_name(self) -> str:
         return type(self).__name__
+
+    def monitorable(self, tag: str) -> bool:
+        """Whether ``tag`` also goes into the callback metrics (for ``EarlyStopping``, ``ModelCheckpoint``,
+        the progress bar); every tag goes to the loggers. Each ``pl_module.log`` call costs Lightning
+        time growing with the number of logged keys, so per-layer series can stay logger-only."""
+        return True
 
     def agree(self, trainer: Any, decision: bool) -> bool:
         """A decision every rank takes identically: true if any rank's is."""
@@ -183,7 +191,9 @@ class DynamicsCallback(*CALLBACK_BASES):  # type: ignore[misc]
         self.total_hvps += result.hvps
         self.total_seconds += seconds
         self.history.append({"step": step, **finite, "hvps": result.hvps})
-        cost = {f"dyn/cost/{self.cost_name}_hvps": float(result.hvps), f"dyn/cost/{self.cost_name}_seconds": seconds}
+        cost = {f"dyn/cost/{self.cost_name}_seconds": seconds}
+        if self.cost_unit:
+            cost[f"dyn/cost/{self.cost_name}_{self.cost_unit}"] = float(result.hvps)
         self._log(trainer, pl_module, {**finite, **cost}, in_loop=in_loop)
         self.on_measured(trainer, pl_module, step, result)
 
@@ -199,12 +209,13 @@ class DynamicsCallback(*CALLBACK_BASES):  # type: ignore[misc]
         # LearningRateMonitor does); `pl_module.log(logger=False)` puts the scalars where
         # EarlyStopping, ModelCheckpoint and the progress bar look. At fit end `self.log` is not
         # allowed, so the callback metrics are set directly.
+        monitorable = {tag: value for tag, value in scalars.items() if self.monitorable(tag)}
         if in_loop:
-            for tag, value in scalars.items():
+            for tag, value in monitorable.items():
                 pl_module.log(tag, value, on_step=True, on_epoch=False, prog_bar=tag == self.progress_bar_tag,
                               logger=False, batch_size=1, sync_dist=False)
         else:
-            for tag, value in scalars.items():
+            for tag, value in monitorable.items():
                 trainer.callback_metrics[tag] = torch.tensor(value)
         for logger in trainer.loggers:
             logger.log_metrics(scalars, step=trainer.global_step)

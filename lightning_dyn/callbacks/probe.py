@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Callable, Iterator, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -37,6 +38,13 @@ def draw_probe_batches(dataloader: Any, probe_size: int, device: torch.device, s
             if count >= probe_size:
                 break
     return batches
+
+
+def canonical_order(*tensors: torch.Tensor) -> torch.Tensor:
+    """A content-defined order of the samples (lexicographic in the tensors' entries), so every
+    rank — and one process on the same data — sees the probe set in the same order."""
+    keys = torch.cat([t.reshape(len(t), -1).double() for t in tensors], 1)
+    return torch.from_numpy(np.lexsort(keys.cpu().numpy().T[::-1]).copy())
 
 
 @contextlib.contextmanager

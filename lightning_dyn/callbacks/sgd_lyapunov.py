@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Literal, Optional
 
-import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import RandomSampler
@@ -30,19 +29,12 @@ from ..curvature.hessian import measurement_context
 from ..dynamics.sgd_lyapunov import SGDStability, sgd_lyapunov
 from .base import DynamicsCallback, Measurement, check_choice, check_positive_int
 from .compat import ConfigurationError
-from .probe import check_twice_differentiable, draw_probe_batches, training_step_loss
+from .probe import canonical_order, check_twice_differentiable, draw_probe_batches, training_step_loss
 from .views import add_figure, stability_diagram_figure
 
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 #: ``precision="auto"`` switches to float32 above this many probe outputs (samples × outputs)
 AUTO_FLOAT32_OUTPUTS = 2000
-
-
-def _canonical_order(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """A content-defined order of the samples (lexicographic), so every rank — and one process
-    on the same data — simulates the same system from the same batches."""
-    keys = torch.cat([inputs.reshape(len(inputs), -1).double(), targets.reshape(len(targets), -1).double()], 1)
-    return torch.from_numpy(np.lexsort(keys.cpu().numpy().T[::-1]).copy())
 
 
 def _sampling(loader: Any) -> Literal["reshuffle", "iid"]:
@@ -160,7 +152,7 @@ class SGDLyapunov(DynamicsCallback):
         if trainer.world_size > 1:  # every rank simulates the union of the ranks' probe sets
             inputs = trainer.strategy.all_gather(inputs).reshape(-1, *inputs.shape[1:])
             targets = trainer.strategy.all_gather(targets).reshape(-1, *targets.shape[1:])
-        order = _canonical_order(inputs, targets).to(inputs.device)
+        order = canonical_order(inputs, targets).to(inputs.device)
         self.data = (inputs[order], targets[order])
         n = len(inputs)
         self.sampling = self.sampling_arg or _sampling(loader)

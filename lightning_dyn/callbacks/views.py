@@ -80,3 +80,44 @@ def stability_diagram_figure(lrs: Sequence[float], batch_sizes: Sequence[int], e
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def depth_profile_figure(signal_norms: Sequence[float], names: Sequence[str], *, step: int) -> Any:
+    """``log‖∂L/∂h_l‖`` against the block index, with the least-squares line whose slope is
+    ``−dyn/backprop_lyapunov``."""
+    values = np.asarray(signal_norms, dtype=float)
+    depth = np.arange(len(values))
+    keep = np.isfinite(values) & (values > 0)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(depth[keep], np.log(values[keep]), "o-", ms=3)
+    if keep.sum() >= 2:
+        slope, intercept = np.polyfit(depth[keep], np.log(values[keep]), 1)
+        ax.plot(depth, intercept + slope * depth, "k:", label=f"backprop Lyapunov exponent {-slope:.3g} per block")
+        ax.legend(fontsize=8)
+    ax.set_xticks(depth)
+    ax.set_xticklabels(names, rotation=60, ha="right", fontsize=6)
+    ax.set_xlabel("block (forward order)")
+    ax.set_ylabel("log ‖∂L/∂h_l‖")
+    ax.set_title(f"backpropagated signal through depth, step {step}")
+    fig.tight_layout()
+    return fig
+
+
+def singular_value_figure(top: Sequence[float], *, step: int, grid: Optional[np.ndarray] = None,
+                          density: Optional[np.ndarray] = None, values: Optional[np.ndarray] = None) -> Any:
+    """Distribution of the Jacobian's squared singular values — a histogram of exact ``values``,
+    or an SLQ ``density`` on ``grid`` — with the top ones marked."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if values is not None:
+        ax.hist(values, bins=min(60, max(10, len(values) // 4)), density=True, alpha=0.8)
+    elif grid is not None and density is not None:
+        ax.plot(grid, density)
+    for value in top:
+        ax.axvline(value, color="gray", ls=":", lw=1)
+    ax.axvline(1.0, color="green", ls="--", lw=1, label="isometry (σ² = 1)")
+    ax.set_xlabel("squared singular value σ² of the input–output Jacobian")
+    ax.set_ylabel("density")
+    ax.set_title(f"Jacobian singular value distribution, step {step}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

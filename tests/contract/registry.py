@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from torch.nn import functional as F
 
-from lightning_dyn import EdgeOfStability, HessianSharpness, SGDLyapunov
+from lightning_dyn import EdgeOfStability, GradientExplosionMonitor, HessianSharpness, JacobianSpectrum, SGDLyapunov
 
 
 @dataclass
@@ -31,6 +31,11 @@ class ContractEntry:
     #: Lightning's distributed sampler reshuffles (and deals samples out) even when the loader does
     #: not, so one process and two ranks would otherwise describe different SGD runs
     ddp_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: Trainer overrides for the DDP comparison (e.g. every rank on the whole unshuffled data, when
+    #: the quantity is of the step's global batch rather than of a probe set)
+    ddp_trainer_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: for a callback that takes no loss: kwargs naming a setup it cannot serve, and the message expected
+    unservable: tuple[dict[str, Any], str] = ({}, "")
 
 
 ENTRIES = [
@@ -75,5 +80,38 @@ ENTRIES = [
         bad_kwargs=[({"batch_size": 0}, "batch_size"), ({"batch_sizes": [4, -1]}, "batch_sizes")],
         ddp_tag="dyn/sgd_lyapunov",
         ddp_kwargs={"probe_size": 256, "sampling": "reshuffle"},
+    ),
+    ContractEntry(
+        name="GradientExplosionMonitor",
+        factory=lambda **kw: GradientExplosionMonitor(**{"every_n_steps": 4, "blocks": ["net.0", "net.2", "net"],
+                                                          **kw}),
+        tags=("dyn/grad_norm_preclip", "dyn/grad_norm_preclip_median", "dyn/grad_norm_preclip/net.0",
+              "dyn/backprop_lyapunov", "dyn/backprop_signal/net.2",
+              "dyn/grad_weight_ratio_preclip/net.4", "dyn/grad_events", "dyn/grad_skips"),
+        bad_kwargs=[({"every_n_steps": 0}, "every_n_steps"), ({"action": "explode"}, "action"),
+                    ({"threshold": 0.0}, "threshold"), ({"threshold": -1.0}, "threshold"), ({"factor": 0.5}, "factor"),
+                    ({"window": 0}, "window"), ({"max_growth": 0}, "max_growth"), ({"blocks": "net.0"}, "blocks"),
+                    ({"figure_every_n_steps": 6}, "figure_every_n_steps")],
+        ddp_tag="dyn/grad_norm_preclip",
+        accepts_loss_fn=False,
+        ddp_trainer_kwargs={"use_distributed_sampler": False},
+        unservable=({"blocks": ["net.0", "net.7"]}, "no submodule named 'net.7'"),
+    ),
+    ContractEntry(
+        name="JacobianSpectrum",
+        # Lanczos (warm starts in the state, the private generator); the exact path is the default
+        # for these 10 logits and is tested in tests/callbacks/test_gradient_explosion.py
+        factory=lambda **kw: JacobianSpectrum(**{"every_n_steps": 4, "probe_size": 8, "k": 2, "method": "lanczos",
+                                                  "density_runs": 1,
+                                                  "density_steps": 8, **kw}),
+        tags=("dyn/jacobian_sigma_max", "dyn/jacobian_sigma_2", "dyn/jacobian_msv", "dyn/jacobian_sv2_variance",
+              "dyn/cost/JacobianSpectrum_jvp_vjp"),
+        bad_kwargs=[({"every_n_steps": 0}, "every_n_steps"), ({"k": 0}, "k"), ({"num_probes": 1}, "num_probes"),
+                    ({"tol": 0.0}, "tol"), ({"density_runs": -1}, "density_runs"), ({"max_matvecs": 1}, "max_matvecs"),
+                    ({"method": "svd"}, "method")],
+        ddp_tag="dyn/jacobian_sigma_max",
+        accepts_loss_fn=False,
+        ddp_kwargs={"probe_size": 256},
+        unservable=({"input_fn": lambda batch: batch[1]}, "floating-point"),
     ),
 ]

@@ -110,7 +110,7 @@ def test_ddp_two_processes_measure_the_global_loss(entry, tmp_path):
     fit([single], tmp_path / "single", max_steps=8, **frozen)
     callback = entry.factory(**entry.ddp_kwargs)
     fit([callback, HistoryRecorder(callback, str(tmp_path))], tmp_path / "ddp", max_steps=8,
-        strategy="ddp_spawn", devices=2, **frozen)
+        strategy="ddp_spawn", devices=2, **frozen, **entry.ddp_trainer_kwargs)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert ranks[0] == ranks[1], "every rank must see the same measurements"
     assert [h["step"] for h in ranks[0]] == [h["step"] for h in single.history]
@@ -133,10 +133,11 @@ def _no_grad_loss(pl_module, batch):
 
 @entries
 def test_a_setup_it_cannot_serve_fails_before_training(entry, tmp_path):
-    if not entry.accepts_loss_fn:
-        pytest.skip("takes no loss")
-    callback = entry.factory(loss_fn=_no_grad_loss)
-    with pytest.raises(ConfigurationError, match="no_grad"):
+    kwargs, match = ({"loss_fn": _no_grad_loss}, "no_grad") if entry.accepts_loss_fn else entry.unservable
+    if not kwargs:
+        pytest.skip("no unservable setup named")
+    callback = entry.factory(**kwargs)
+    with pytest.raises(ConfigurationError, match=match):
         fit([callback], tmp_path)
     assert callback.history == []
 

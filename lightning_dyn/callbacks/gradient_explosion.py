@@ -1,0 +1,356 @@
+"""GradientExplosionMonitor: gradient norms through depth, and guards that skip or stop cleanly.
+
+Runs in ``on_before_optimizer_step`` — after AMP unscaling, before gradient clipping, hence the
+``_preclip`` in the tag names. Every optimizer step costs one fused reduction on the device
+(``torch._foreach_norm`` over the gradients) kept there; steps are read back and inspected at the
+logged steps (``every_n_steps``), or at every step when ``action`` must decide before the update
+(``"skip"``, ``"stop"``, ``"raise"``: one scalar read back, and one all-reduce under DDP, per step).
+
+Logged (SCIENCE.md §3): ``dyn/grad_norm_preclip`` — the norm of the global gradient (under DDP the
+gradients are already all-reduced here) — and its running median ``dyn/grad_norm_preclip_median``;
+per layer ``dyn/grad_norm_preclip/<layer>`` and ``dyn/grad_weight_ratio_preclip/<layer>``
+(``‖∂L/∂W‖/‖W‖``); at the outputs of the model's blocks (:func:`find_blocks`)
+``dyn/backprop_signal/<block>`` = ``‖∂L/∂h_l‖`` of the global loss and its per-layer Lyapunov
+exponent ``dyn/backprop_lyapunov`` = −slope of ``log‖∂L/∂h_l‖`` over depth (``½ log χ1`` in the
+mean-field limit; positive: gradients grow toward the input); ``dyn/grad_events`` and
+``dyn/grad_skips`` so far. TensorBoard also gets a custom-scalar layout, a histogram of the
+per-layer norms and, every ``figure_every_n_steps``, the depth profile as a figure.
+
+Detections (:class:`GradientDetector`): a non-finite loss, non-finite gradients, a spike above
+``max(threshold, factor × running median)``, and ``|dyn/backprop_lyapunov| > max_growth`` (checked
+at the logged steps, where the profile is measured). Each is an event ``{"step", "event", "layer",
+"value"}`` in ``callback.events`` (checkpointed). Actions: ``"log"`` records it, ``"warn"`` also
+warns, ``"skip"`` drops the update on every rank — gradients set to ``None`` so the optimizer
+leaves parameters and its state (momentum, Adam moments and step count) untouched, and buffers
+the step's forward pass changed (BatchNorm running statistics) restored — ``"stop"`` skips it
+and stops training on every rank, ``"raise"`` raises :class:`GradientExplosionError` on every
+rank. Lightning's own counters (``global_step``, step-wise LR schedulers) still advance on a
+skipped step. After ``max_consecutive_skips`` skips in a row training stops with a message.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal, Optional
+
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+
+from ..dynamics.backprop_signal import BackpropSignal, find_blocks
+from ..dynamics.gradient_norms import GradientDetector, GradientStep
+from ..dynamics.signal_propagation import backprop_lyapunov, local_growth
+from .base import DynamicsCallback, Measurement, check_choice, check_positive_int
+from .compat import ConfigurationError
+from .views import add_figure, depth_profile_figure, write_layout
+
+Action = Literal["log", "warn", "skip", "stop", "raise"]
+ACTIONS: tuple[str, ...] = ("log", "warn", "skip", "stop", "raise")
+DECIDING = ("skip", "stop", "raise")
+MONITORABLE = ("dyn/grad_norm_preclip", "dyn/backprop_lyapunov", "dyn/grad_events", "dyn/grad_skips")
+
+
+class GradientExplosionError(RuntimeError):
+    """Raised on every rank by ``action="raise"``."""
+
+
+def _check_positive(name: str, value: Any, *, above: float = 0.0) -> None:
+    if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > above):
+        raise ConfigurationError(f"`{name}` must be a number > {above:g} (or None), got {value!r}")
+
+
+class GradientExplosionMonitor(DynamicsCallback):
+    """Gradient norms per layer, backprop growth through depth, and guards against explosion.
+
+    Args:
+        every_n_steps: log (and inspect, for ``"log"``/``"warn"``) every this many optimizer steps.
+        at_fit_end: also log the last optimizer step.
+        action: ``"log"`` (default), ``"warn"``, ``"skip"``, ``"stop"`` or ``"raise"`` (module docstring).
+        threshold: absolute bound on the total gradient norm (``None``: none).
+        factor: relative bound, total > ``factor`` × running median (``None``: none); > 1.
+        window: steps in the running median.
+        warmup: finite steps needed before the relative bound applies.
+        max_growth: bound on ``|dyn/backprop_lyapunov|`` per block (``None``: none).
+        max_consecutive_skips: stop training after this many skipped steps in a row.
+        blocks: names of the submodules whose outputs are the ``h_l`` (default: found automatically
+            — residual/transformer blocks, the layers of the largest ``nn.Sequential``/``nn.ModuleList``).
+        figure_every_n_steps: depth-profile figure at logged steps that are multiples of this
+            (a multiple of ``every_n_steps``; default ten times it), and the last profile at fit end.
+    """
+
+    progress_bar_tag = None
+    cost_unit = None
+
+    def __init__(
+        self,
+        every_n_steps: int = 50,
+        at_fit_end: bool = True,
+        action: Action = "log",
+        threshold: Optional[float] = None,
+        factor: Optional[float] = 10.0,
+        window: int = 100,
+        warmup: int = 10,
+        max_growth: Optional[float] = None,
+        max_consecutive_skips: int = 10,
+        blocks: Optional[list[str]] = None,
+        figure_every_n_steps: Optional[int] = None,
+    ) -> None:
+        super().__init__(every_n_steps=every_n_steps, at_fit_end=at_fit_end)
+        check_choice("action", action, ACTIONS)
+        _check_positive("threshold", threshold)
+        _check_positive("factor", factor, above=1.0)
+        _check_positive("max_growth", max_growth)
+        check_positive_int("window", window)
+        check_positive_int("warmup", warmup)
+        check_positive_int("max_consecutive_skips", max_consecutive_skips)
+        if blocks is not None and (not isinstance(blocks, (list, tuple)) or not all(isinstance(b, str) for b in blocks)):
+            raise ConfigurationError(f"`blocks` must be a list of submodule names, got {blocks!r}")
+        figure_every_n_steps = figure_every_n_steps or 10 * every_n_steps
+        check_positive_int("figure_every_n_steps", figure_every_n_steps)
+        if figure_every_n_steps % every_n_steps:
+            raise ConfigurationError(f"`figure_every_n_steps` ({figure_every_n_steps}) must be a multiple of "
+                                     f"`every_n_steps` ({every_n_steps})")
+        self.action, self.threshold, self.factor = action, threshold, factor
+        self.window, self.warmup, self.max_growth = window, warmup, max_growth
+        self.max_consecutive_skips, self.block_names = max_consecutive_skips, blocks
+        self.figure_every_n_steps = figure_every_n_steps
+        self.skips = 0
+        self.consecutive_skips = 0
+        self.detector: Optional[GradientDetector] = None
+        self.signal: Optional[BackpropSignal] = None
+        self._params: list[torch.nn.Parameter] = []
+        self._norm_dtype = torch.float32
+        #: steps not inspected yet: (step, parameter norms, loss) on the device, growth events
+        self._pending: list[tuple[int, torch.Tensor, Optional[torch.Tensor], list[dict]]] = []
+        self._loss: Optional[torch.Tensor] = None
+        self._new_step = True
+        self._buffers: list[torch.Tensor] = []
+        self._snapshot: list[torch.Tensor] = []
+        self._weight_norms: Optional[torch.Tensor] = None
+        self._last: Optional[GradientStep] = None
+        self._last_profile: Optional[tuple[int, np.ndarray, float]] = None
+        self._recent: list[float] = []
+
+    # -- setup ----------------------------------------------------------------------------------
+    def prepare(self, trainer: Any, pl_module: Any) -> None:
+        layer_names, layer_of, params = [], [], []
+        for name, module in pl_module.named_modules():
+            own = [p for p in module.parameters(recurse=False) if p.requires_grad]
+            if own:
+                layer_names.append(name or "(root)")
+                layer_of += [len(layer_names) - 1] * len(own)
+                params += own
+        if not params:
+            raise ConfigurationError("GradientExplosionMonitor: the model has no parameters that receive gradients")
+        self._params = params
+        self._norm_dtype = torch.float64 if any(p.dtype == torch.float64 for p in params) else torch.float32
+        try:
+            blocks = find_blocks(pl_module, self.block_names)
+        except ValueError as err:
+            raise ConfigurationError(f"GradientExplosionMonitor(blocks=...): {err}") from None
+        if len(blocks) < 2:
+            rank_zero_warn("GradientExplosionMonitor: fewer than two blocks found, so no depth profile "
+                           "(dyn/backprop_lyapunov); name them with `blocks=`")
+        self.signal = BackpropSignal(blocks) if len(blocks) >= 2 else None
+        self.detector = GradientDetector(layer_of, layer_names, threshold=self.threshold, factor=self.factor,
+                                         window=self.window, warmup=self.warmup)
+        self.detector.recent.extend(self._recent)
+        if self.action in ("skip", "stop"):
+            self._buffers = list(pl_module.buffers())
+        write_layout(self.tensorboard(trainer), "gradients", {
+            "total gradient norm before clipping, running median": ["dyn/grad_norm_preclip",
+                                                                   "dyn/grad_norm_preclip_median"],
+            "backprop Lyapunov exponent per block (> 0: exploding)": ["dyn/backprop_lyapunov"],
+            "events and skipped steps": ["dyn/grad_events", "dyn/grad_skips"],
+        })
+
+    def _scheduled(self, step: int) -> bool:
+        return step % self.every_n_steps == 0
+
+    # -- every optimizer step -------------------------------------------------------------------
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        if not self._new_step:
+            return  # a later micro-batch of an accumulated step
+        self._new_step = False
+        if self._buffers:
+            with torch.no_grad():
+                self._snapshot = [b.clone() for b in self._buffers]
+        if self.signal is not None and self._scheduled(trainer.global_step + 1):
+            self.signal.attach()
+
+    def on_before_backward(self, trainer: Any, pl_module: Any, loss: torch.Tensor) -> None:
+        loss = loss.detach()
+        self._loss = loss if self._loss is None else self._loss + loss
+
+    def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
+        if self.detector is None:
+            return
+        step = trainer.global_step + 1
+        self._new_step = True
+        device = self._params[0].device
+        norms = self._norms([p.grad for p in self._params], device)
+        loss, self._loss = self._loss, None  # None: no backward went through Lightning (loss unknown)
+        growth: list[dict] = []
+        if self._scheduled(step):
+            self._weight_norms = self._norms(self._params, device)
+            if self.signal is not None and self.signal.attached:
+                growth = self._capture_profile(trainer, step, device)
+        if self.action not in DECIDING:
+            self._pending.append((step, norms, loss, growth))
+            return
+        events = self._inspect([step], norms.cpu().numpy(), [None if loss is None else float(loss)], growth)
+        if self.agree(trainer, bool(events)):
+            self._act(trainer, step, events)
+        else:
+            self.consecutive_skips = 0
+
+    def _capture_profile(self, trainer: Any, step: int, device: torch.device) -> list[dict]:
+        """``‖∂L/∂h_l‖`` of the global loss at this step and its exponent; a growth event if beyond ``max_growth``."""
+        assert self.signal is not None
+        self.signal.detach()
+        squares = self.signal.squared_norms(device)
+        if trainer.world_size > 1:  # L is the mean over ranks of the local losses
+            squares = trainer.strategy.reduce(squares, reduce_op="sum") / trainer.world_size**2
+        norms = squares.sqrt().cpu().numpy()
+        rate = backprop_lyapunov(norms)
+        self._last_profile = (step, norms, rate)
+        if self.max_growth is None or not math.isfinite(rate) or abs(rate) <= self.max_growth:
+            return []
+        local = np.abs(local_growth(norms))
+        worst = int(np.nanargmax(local)) if np.isfinite(local).any() else 0
+        return [{"step": step, "event": "backprop_growth", "layer": self.signal.names[worst], "value": rate,
+                 "bound": self.max_growth}]
+
+    def _norms(self, tensors: list[Optional[torch.Tensor]], device: torch.device) -> torch.Tensor:
+        present = [t for t in tensors if t is not None]
+        if not present:
+            return torch.zeros(len(tensors), dtype=self._norm_dtype, device=device)
+        values = torch.stack(torch._foreach_norm([t.detach() for t in present], 2, dtype=self._norm_dtype))
+        if len(present) == len(tensors):
+            return values
+        out = torch.zeros(len(tensors), dtype=self._norm_dtype, device=device)
+        out[[i for i, t in enumerate(tensors) if t is not None]] = values
+        return out
+
+    def _inspect(self, steps: list[int], norms: np.ndarray, losses: list[Optional[float]],
+                 growth: list[dict]) -> list[dict]:
+        assert self.detector is not None
+        records, events = self.detector.inspect(steps, norms, losses)
+        self._last = records[-1]
+        events = sorted(events + growth, key=lambda e: e["step"])  # stable: within a step, detector order
+        self.events.extend(events)
+        return events
+
+    def _act(self, trainer: Any, step: int, events: list[dict]) -> None:
+        what = "; ".join(_describe(e) for e in events) or "another rank detected an event"
+        if self.action == "raise":
+            raise GradientExplosionError(f"GradientExplosionMonitor: step {step}: {what}")
+        for p in self._params:
+            p.grad = None
+        with torch.no_grad():
+            for buffer, saved in zip(self._buffers, self._snapshot):
+                buffer.copy_(saved)
+        self.skips += 1
+        self.consecutive_skips += 1
+        self.events.append({"step": step, "event": "skipped", "reason": what})
+        if self.action == "stop" or self.consecutive_skips >= self.max_consecutive_skips:
+            reason = (f"{self.consecutive_skips} consecutive steps skipped (max_consecutive_skips="
+                      f"{self.max_consecutive_skips})" if self.action == "skip" else "action='stop'")
+            trainer.should_stop = True
+            self.events.append({"step": step, "event": "stopped", "reason": reason})
+            rank_zero_warn(f"GradientExplosionMonitor: stopping training at step {step} ({reason}); last: {what}")
+
+    # -- the logged steps -----------------------------------------------------------------------
+    def measure(self, trainer: Any, pl_module: Any) -> Measurement:
+        new_events = []
+        if self._pending:  # one transfer for all the steps since the last inspection
+            device = self._params[0].device
+            norms = torch.stack([n.to(device) for _, n, _, _ in self._pending]).cpu().numpy()
+            known = [l.to(device) for _, _, l, _ in self._pending if l is not None]
+            values = iter(torch.stack(known).double().cpu().tolist() if known else [])
+            losses = [None if l is None else next(values) for _, _, l, _ in self._pending]
+            new_events = self._inspect([s for s, _, _, _ in self._pending], norms, losses,
+                                       [e for _, _, _, growth in self._pending for e in growth])
+        self._pending = []
+        if self.action == "warn" and new_events:
+            rank_zero_warn(f"GradientExplosionMonitor: {len(new_events)} event(s) up to step {trainer.global_step}; "
+                           f"first: {_describe(new_events[0])}")
+        last, step = self._last, trainer.global_step
+        if last is None or last.step != step:
+            return Measurement({})
+        assert self.detector is not None
+        weights = self._weight_norms if self._scheduled(step) and self._weight_norms is not None \
+            else self._norms(self._params, self._params[0].device)
+        layer_weights = np.sqrt(np.bincount(self.detector.layer_of, weights=weights.cpu().numpy() ** 2,
+                                            minlength=len(self.detector.layer_names)))
+        scalars = {"dyn/grad_norm_preclip": last.total, "dyn/grad_norm_preclip_median": self.detector.median()}
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios = np.where(layer_weights > 0, last.layer_norms / layer_weights, math.nan)
+        for name, g, ratio in zip(self.detector.layer_names, last.layer_norms, ratios):
+            scalars[f"dyn/grad_norm_preclip/{name}"] = float(g)
+            scalars[f"dyn/grad_weight_ratio_preclip/{name}"] = float(ratio)
+        scalars.update(self._depth_profile(step))
+        scalars["dyn/grad_events"] = float(sum(e["event"] not in ("skipped", "stopped") for e in self.events))
+        scalars["dyn/grad_skips"] = float(self.skips)
+        # a non-finite step is already an event (nonfinite_loss/nonfinite_gradient): its values are left out
+        finite = {tag: value for tag, value in scalars.items() if math.isfinite(value)}
+        return Measurement(finite, extra={"layer_norms": last.layer_norms})
+
+    def _depth_profile(self, step: int) -> dict[str, float]:
+        if self._last_profile is None or self._last_profile[0] != step or self.signal is None:
+            return {}
+        _, norms, rate = self._last_profile
+        scalars = {f"dyn/backprop_signal/{name}": float(v) for name, v in zip(self.signal.names, norms)}
+        scalars["dyn/backprop_lyapunov"] = rate
+        return scalars
+
+    def on_measured(self, trainer: Any, pl_module: Any, step: int, result: Measurement) -> None:
+        writer = self.tensorboard(trainer)
+        if writer is None:
+            return
+        layer_norms = result.extra.get("layer_norms")
+        if layer_norms is not None and np.isfinite(layer_norms).all():
+            writer.add_histogram("dyn/grad_norm_preclip_layers", layer_norms, global_step=step)
+        profile = self._last_profile
+        if profile is not None and (profile[0] == step and step % self.figure_every_n_steps == 0
+                                    or self.measuring_at_fit_end):
+            assert self.signal is not None
+            add_figure(writer, "dyn/backprop_depth_profile",
+                       depth_profile_figure(profile[1], self.signal.names, step=profile[0]), step)
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        super().on_train_end(trainer, pl_module)
+        if self.signal is not None:
+            self.signal.detach()
+
+    def monitorable(self, tag: str) -> bool:
+        """The total norm, the exponent, events and skips go into the callback metrics; the median
+        and the per-layer and per-block series (``dyn/<quantity>/<name>``) to the loggers only."""
+        return tag in MONITORABLE
+
+    # -- state ----------------------------------------------------------------------------------
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(every_n_steps=self.every_n_steps, action=self.action)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {
+            "skips": self.skips,
+            "consecutive_skips": self.consecutive_skips,
+            "recent": list(self.detector.recent) if self.detector is not None else list(self._recent),
+            "pending": [(s, n.cpu(), None if l is None else l.cpu(), g) for s, n, l, g in self._pending],
+        }
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.skips, self.consecutive_skips = state["skips"], state["consecutive_skips"]
+        self._recent = list(state["recent"])
+        self._pending = list(state["pending"])
+        if self.detector is not None:
+            self.detector.recent.clear()
+            self.detector.recent.extend(self._recent)
+
+
+def _describe(event: dict) -> str:
+    where = f" in {event['layer']}" if "layer" in event else ""
+    bound = f" > {event['bound']:.4g}" if "bound" in event else ""
+    return f"{event['event']}{where} at step {event['step']} (value {event.get('value', math.nan):.4g}{bound})"

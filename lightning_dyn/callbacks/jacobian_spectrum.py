@@ -1,0 +1,176 @@
+"""JacobianSpectrum: how far the model being trained is from dynamical isometry.
+
+On its schedule the callback measures the input–output Jacobian of the model (eval mode) at a
+fixed set of probe inputs (``lightning_dyn.dynamics.jacobian_spectrum``; SCIENCE.md §3): the top
+singular values ``dyn/jacobian_sigma_max`` (and ``dyn/jacobian_sigma_<i>`` for ``i ≤ k``), the
+mean squared singular value ``dyn/jacobian_msv`` ± ``dyn/jacobian_msv_stderr`` and the variance of
+the squared singular values ``dyn/jacobian_sv2_variance``: by warm-started Lanczos on ``JᵀJ`` and
+Hutchinson — each product one JVP and one VJP — or, when inputs or outputs are narrow (a
+classifier's logits), exactly from the Jacobians formed with that many products. Products are
+counted in ``dyn/cost/JacobianSpectrum_jvp_vjp``. With a TensorBoard logger, a figure of the
+distribution of ``σ²`` (a histogram of the exact values, or stochastic Lanczos quadrature) at every
+measurement.
+
+The probe inputs are the first ``probe_size`` samples of the train dataloader (all ranks
+together), gathered on every rank in a content-defined order, so every rank measures the same
+Jacobian as one process on the same inputs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Literal, Optional
+
+import torch
+
+from ..curvature.density import spectral_density
+from ..curvature.eigen import EigenResult
+from ..dynamics.jacobian_spectrum import JacobianGramOperator, jacobian_spectrum
+from .base import DynamicsCallback, Measurement, check_choice, check_positive_int
+from .compat import ConfigurationError
+from .probe import canonical_order, draw_probe_batches
+from .views import add_figure, singular_value_figure
+
+InputFn = Callable[[Any], torch.Tensor]
+ForwardFn = Callable[[Any, torch.Tensor], torch.Tensor]
+
+
+def default_inputs(batch: Any) -> torch.Tensor:
+    """The model's inputs in a batch: the batch itself, its first entry, or ``"x"``/``"input(s)"``."""
+    if isinstance(batch, torch.Tensor):
+        return batch
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
+        return batch[0]
+    if isinstance(batch, dict):
+        for key in ("x", "input", "inputs"):
+            if isinstance(batch.get(key), torch.Tensor):
+                return batch[key]
+    raise ConfigurationError("JacobianSpectrum cannot find the inputs in the batch: pass input_fn(batch) -> inputs")
+
+
+class JacobianSpectrum(DynamicsCallback):
+    """Singular values of the model's input–output Jacobian on probe inputs (module docstring).
+
+    Args:
+        every_n_steps: measure every this many optimizer steps.
+        probe_size: probe inputs (all ranks together), drawn from the train dataloader at the start.
+        k: top singular values to track.
+        method: ``"auto"`` (exact Jacobians when ``min(d_in, d_out) ≤ 64``, else Lanczos),
+            ``"lanczos"`` or ``"dense"``.
+        tol: relative accuracy of the top ``σ²`` (Lanczos stopping rule).
+        max_matvecs: cap on Lanczos steps per measurement (each one JVP + one VJP).
+        num_probes: Hutchinson probes for the mean and variance of ``σ²``.
+        density_runs: SLQ runs for the distribution figure (0: no figure).
+        density_steps: Lanczos steps per SLQ run.
+        input_fn: ``input_fn(batch) -> inputs`` (floating point, batch first); default: the batch,
+            its first entry, or its ``"x"``/``"input"``/``"inputs"`` entry.
+        forward_fn: ``forward_fn(pl_module, inputs) -> outputs``; default ``pl_module(inputs)``.
+        at_fit_end: measure once more when training ends.
+        seed: seed of the private generator (Lanczos start, Hutchinson probes).
+    """
+
+    progress_bar_tag = None
+    cost_unit = "jvp_vjp"
+
+    def __init__(
+        self,
+        every_n_steps: int = 500,
+        probe_size: int = 8,
+        k: int = 3,
+        method: Literal["auto", "lanczos", "dense"] = "auto",
+        tol: float = 1e-3,
+        max_matvecs: int = 50,
+        num_probes: int = 16,
+        density_runs: int = 2,
+        density_steps: int = 20,
+        input_fn: Optional[InputFn] = None,
+        forward_fn: Optional[ForwardFn] = None,
+        at_fit_end: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(every_n_steps=every_n_steps, at_fit_end=at_fit_end, seed=seed)
+        for name, value in (("probe_size", probe_size), ("k", k), ("max_matvecs", max_matvecs),
+                            ("density_steps", density_steps)):
+            check_positive_int(name, value)
+        check_choice("method", method, ("auto", "lanczos", "dense"))
+        if not isinstance(num_probes, int) or isinstance(num_probes, bool) or num_probes < 2:
+            raise ConfigurationError(f"`num_probes` must be an integer >= 2 (for a standard error), got {num_probes!r}")
+        if not isinstance(density_runs, int) or isinstance(density_runs, bool) or density_runs < 0:
+            raise ConfigurationError(f"`density_runs` must be a non-negative integer, got {density_runs!r}")
+        if not isinstance(tol, (int, float)) or not tol > 0:
+            raise ConfigurationError(f"`tol` must be positive, got {tol!r}")
+        if max_matvecs < k:
+            raise ConfigurationError(f"`max_matvecs` ({max_matvecs}) must be at least `k` ({k})")
+        self.probe_size, self.k, self.method, self.tol, self.max_matvecs = probe_size, k, method, tol, max_matvecs
+        self.num_probes, self.density_runs, self.density_steps = num_probes, density_runs, density_steps
+        self.input_fn = input_fn or default_inputs
+        self.forward_fn = forward_fn
+        self.inputs: Optional[torch.Tensor] = None
+        self.previous: Optional[EigenResult] = None
+
+    def prepare(self, trainer: Any, pl_module: Any) -> None:
+        share = -(-self.probe_size // trainer.world_size)
+        batches = draw_probe_batches(trainer.train_dataloader, share, pl_module.device, self.seed)
+        inputs = torch.cat([self.input_fn(b) for b in batches])
+        if not inputs.is_floating_point():
+            raise ConfigurationError(f"JacobianSpectrum needs floating-point inputs, got {inputs.dtype}: pass "
+                                     "input_fn/forward_fn that differentiate through an embedding")
+        if trainer.world_size > 1:
+            inputs = trainer.strategy.all_gather(inputs).reshape(-1, *inputs.shape[1:])
+        self.inputs = inputs[canonical_order(inputs).to(inputs.device)][: self.probe_size]
+        pl_module.eval()  # restored by the hygiene around prepare()
+        with torch.no_grad():
+            outputs = self._forward(pl_module)(self.inputs[:1])
+        if not isinstance(outputs, torch.Tensor) or outputs.shape[:1] != (1,):
+            raise ConfigurationError("JacobianSpectrum needs a model mapping a batch of inputs to one output tensor "
+                                     "with the same batch size: pass forward_fn(pl_module, inputs) -> outputs")
+        count = len(self.inputs) * min(self.inputs[0].numel(), outputs[0].numel())
+        if self.k > count:
+            raise ConfigurationError(f"`k` ({self.k}) exceeds the number of singular values ({count}): lower it "
+                                     "or raise `probe_size`")
+
+    def _forward(self, pl_module: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+        if self.forward_fn is None:
+            return pl_module
+        return lambda x: self.forward_fn(pl_module, x)  # type: ignore[misc]
+
+    def measure(self, trainer: Any, pl_module: Any) -> Measurement:
+        assert self.inputs is not None
+        result = jacobian_spectrum(self._forward(pl_module), self.inputs, k=self.k, method=self.method, tol=self.tol,
+                                   max_matvecs=self.max_matvecs, num_probes=self.num_probes, init=self.previous,
+                                   generator=self.generator)
+        self.previous = result.eigen
+        scalars = {"dyn/jacobian_sigma_max": result.sigma_max, "dyn/jacobian_msv": result.msv,
+                   "dyn/jacobian_msv_stderr": result.msv_stderr, "dyn/jacobian_sv2_variance": result.sv2_variance}
+        scalars.update({f"dyn/jacobian_sigma_{i + 1}": float(s) for i, s in enumerate(result.sigma[1:], 1)})
+        return Measurement(scalars, hvps=max(result.num_jvps, result.num_vjps),
+                           extra={"sigma2": (result.sigma**2).tolist(), "squares": result.squares})
+
+    def on_measured(self, trainer: Any, pl_module: Any, step: int, result: Measurement) -> None:
+        writer = self.tensorboard(trainer)
+        if writer is None or not self.density_runs:
+            return
+        assert self.inputs is not None
+        top = result.extra["sigma2"]
+        if result.extra["squares"] is not None:  # exact: a histogram of every σ²
+            add_figure(writer, "dyn/jacobian_singular_values",
+                       singular_value_figure(top, step=step, values=result.extra["squares"].numpy()), step)
+            return
+        # a generator of its own: only rank 0 draws the figure, and the series must not depend on it
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        with self.hygiene(pl_module):
+            pl_module.eval()
+            density = spectral_density(JacobianGramOperator(self._forward(pl_module), self.inputs), self.density_runs,
+                                       self.density_steps, generator=generator)
+        self.total_hvps += density.num_matvecs
+        add_figure(writer, "dyn/jacobian_singular_values",
+                   singular_value_figure(top, step=step, grid=density.grid, density=density.density), step)
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(every_n_steps=self.every_n_steps, k=self.k, seed=self.seed)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"previous": None if self.previous is None else vars(self.previous)}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.previous = None if state["previous"] is None else EigenResult(**state["previous"])
