@@ -6,7 +6,10 @@ Figures the callbacks logged to TensorBoard (``dyn/*`` images: the SGD stability
 sharpness and density figures) are written as PNGs too. The summary reads the edge-of-stability scalars (``dyn/sharpness``, ``dyn/stability_threshold``,
 ``dyn/sharpness_ratio``, ``dyn/regime``) and ``train_loss`` when present, e.g. "progressive
 sharpening 3.9 → 20.6 by step 1950; at the edge (threshold 20.0) from step 2000; the loss rose on
-300 steps yet fell 0.62 → 0.015", and the last ``SGDLyapunov`` verdict (λ, critical learning rate).
+300 steps yet fell 0.62 → 0.015", the last ``SGDLyapunov`` verdict (λ, critical learning rate),
+and the gradients' story: the backprop Lyapunov exponent first and last, the total gradient norm,
+events and skipped steps (``GradientExplosionMonitor``), the Jacobian's σ_max and ⟨σ²⟩
+(``JacobianSpectrum``).
 """
 
 from __future__ import annotations
@@ -153,11 +156,34 @@ def summarize_sgd(series: Series) -> str:
     return text
 
 
+def summarize_gradients(series: Series) -> str:
+    """Backprop through depth, gradient norms, events and skips, the Jacobian spectrum, in words."""
+    parts = []
+    rate = series.get("dyn/backprop_lyapunov", [])
+    if rate:
+        trend = lambda v: "exploding" if v > 0 else "vanishing"  # noqa: E731
+        parts.append(f"backprop Lyapunov exponent {rate[0][1]:+.3f} per block at step {rate[0][0]}"
+                     + (f" → {rate[-1][1]:+.3f} at step {rate[-1][0]}" if len(rate) > 1 else "")
+                     + f" ({trend(rate[-1][1])} toward the input)")
+    norm = series.get("dyn/grad_norm_preclip", [])
+    if norm:
+        parts.append(f"gradient norm before clipping {norm[-1][1]:.3g} at step {norm[-1][0]}")
+    events, skips = series.get("dyn/grad_events", []), series.get("dyn/grad_skips", [])
+    if events:
+        parts.append(f"{int(events[-1][1])} gradient event(s)" + (f", {int(skips[-1][1])} step(s) skipped" if skips else ""))
+    sigma, msv = series.get("dyn/jacobian_sigma_max", []), series.get("dyn/jacobian_msv", [])
+    if sigma:
+        parts.append(f"input–output Jacobian at step {sigma[-1][0]}: σ_max {sigma[-1][1]:.3g}"
+                     + (f", ⟨σ²⟩ {msv[-1][1]:.3g}" if msv else ""))
+    return "; ".join(parts)
+
+
 def report(run_dir: str | Path, out_dir: Optional[str | Path] = None) -> str:
     """Figures into ``out_dir`` (default: ``run_dir``) and the summary, printed and returned."""
     series = read_scalars(run_dir)
     paths = write_figures(series, out_dir or run_dir) + write_logged_figures(run_dir, out_dir or run_dir)
-    text = "; ".join(t for t in (summarize(series), summarize_sgd(series)) if t and not t.startswith("no lightning_dyn"))
+    text = "; ".join(t for t in (summarize(series), summarize_sgd(series), summarize_gradients(series))
+                     if t and not t.startswith("no lightning_dyn"))
     text = text or "no lightning_dyn scalars in this run"
     print(text)
     for p in paths:

@@ -7,7 +7,7 @@ indices (for cross-entropy).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Optional
 
 import lightning.pytorch as pl
 import torch
@@ -40,15 +40,22 @@ class DigitsDataModule(pl.LightningDataModule):
         batch_size: mini-batch size, or ``None`` for the full batch.
         targets: ``"one_hot"`` (squared loss) or ``"index"`` (cross-entropy).
         shuffle: reshuffle every epoch (random reshuffling); off for full batch.
+        corrupt: indices of samples whose first pixel is set to NaN (to watch a NaN guard act).
     """
 
     def __init__(self, n: int = 1000, batch_size: int | None = None,
-                 targets: Literal["one_hot", "index"] = "one_hot", shuffle: bool = False) -> None:
+                 targets: Literal["one_hot", "index"] = "one_hot", shuffle: bool = False,
+                 corrupt: Optional[list[int]] = None) -> None:
         super().__init__()
         self.n, self.batch_size, self.targets, self.shuffle = n, batch_size, targets, shuffle
+        self.corrupt = list(corrupt or [])
+        if any(not 0 <= i < n for i in self.corrupt):
+            raise ValueError(f"corrupt indices must lie in [0, {n}), got {self.corrupt}")
 
     def setup(self, stage: str | None = None) -> None:
-        self.dataset = TensorDataset(*digits_tensors(self.n, targets=self.targets))
+        x, y = digits_tensors(self.n, targets=self.targets)
+        x[self.corrupt, 0] = float("nan")
+        self.dataset = TensorDataset(x, y)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.dataset, batch_size=self.batch_size or self.n, shuffle=self.shuffle)

@@ -6,7 +6,8 @@ ball, Nesterov or Adam as configured.
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+import math
+from typing import Literal, Optional, Sequence
 
 import lightning.pytorch as pl
 import torch
@@ -25,11 +26,15 @@ class SquaredLossMLP(pl.LightningModule):
         nesterov: Nesterov momentum (SGD).
         betas: Adam's (β1, β2).
         seed: initialisation seed.
+        weight_variance: ``σ_w²``: weights drawn from ``N(0, σ_w²/fan_in)`` (the mean-field
+            initialisation of Poole et al. 2016); ``None`` keeps PyTorch's default.
+        bias_variance: ``σ_b²``: biases from ``N(0, σ_b²)`` when ``weight_variance`` is given.
     """
 
     def __init__(self, widths: Sequence[int] = (64, 200, 200, 10), activation: Literal["tanh", "relu"] = "tanh",
                  optimizer: Literal["sgd", "adam"] = "sgd", lr: float = 0.1, momentum: float = 0.0,
-                 nesterov: bool = False, betas: tuple[float, float] = (0.9, 0.999), seed: int = 0) -> None:
+                 nesterov: bool = False, betas: tuple[float, float] = (0.9, 0.999), seed: int = 0,
+                 weight_variance: Optional[float] = None, bias_variance: float = 0.0) -> None:
         super().__init__()
         if activation not in ("tanh", "relu"):
             raise ValueError(f"activation must be 'tanh' or 'relu', got {activation!r}")
@@ -43,7 +48,18 @@ class SquaredLossMLP(pl.LightningModule):
         for a, b in zip(widths[:-1], widths[1:]):
             layers += [nn.Linear(a, b), act()]
         self.net = nn.Sequential(*layers[:-1])
+        if weight_variance is not None:
+            self._mean_field_init(weight_variance, bias_variance)
         torch.random.set_rng_state(generator_state)
+
+    def _mean_field_init(self, weight_variance: float, bias_variance: float) -> None:
+        if not weight_variance > 0 or not bias_variance >= 0:
+            raise ValueError(f"need weight_variance > 0 and bias_variance >= 0, got {weight_variance}, {bias_variance}")
+        with torch.no_grad():
+            for layer in self.net:
+                if isinstance(layer, nn.Linear):
+                    layer.weight.normal_(0.0, math.sqrt(weight_variance / layer.in_features))
+                    layer.bias.normal_(0.0, math.sqrt(bias_variance))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
