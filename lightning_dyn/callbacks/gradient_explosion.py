@@ -74,8 +74,8 @@ class GradientExplosionMonitor(DynamicsCallback):
         max_consecutive_skips: stop training after this many skipped steps in a row.
         blocks: names of the submodules whose outputs are the ``h_l`` (default: found automatically
             — residual/transformer blocks, the layers of the largest ``nn.Sequential``/``nn.ModuleList``).
-        figure_every_n_steps: depth-profile figure at logged steps that are multiples of this
-            (a multiple of ``every_n_steps``; default ten times it), and the last profile at fit end.
+        figure_every_n_steps: depth-profile figure at the first profile, at logged steps that are
+            multiples of this (a multiple of ``every_n_steps``; default ten times it), and at fit end.
     """
 
     progress_bar_tag = None
@@ -129,6 +129,7 @@ class GradientExplosionMonitor(DynamicsCallback):
         self._weight_norms: Optional[torch.Tensor] = None
         self._last: Optional[GradientStep] = None
         self._last_profile: Optional[tuple[int, np.ndarray, float]] = None
+        self._drew_profile = False
         self._recent: list[float] = []
 
     # -- setup ----------------------------------------------------------------------------------
@@ -312,11 +313,13 @@ class GradientExplosionMonitor(DynamicsCallback):
         if layer_norms is not None and np.isfinite(layer_norms).all():
             writer.add_histogram("dyn/grad_norm_preclip_layers", layer_norms, global_step=step)
         profile = self._last_profile
-        if profile is not None and (profile[0] == step and step % self.figure_every_n_steps == 0
-                                    or self.measuring_at_fit_end):
+        due = profile is not None and profile[0] == step and (step % self.figure_every_n_steps == 0
+                                                               or not self._drew_profile)
+        if profile is not None and (due or self.measuring_at_fit_end):
             assert self.signal is not None
             add_figure(writer, "dyn/backprop_depth_profile",
                        depth_profile_figure(profile[1], self.signal.names, step=profile[0]), step)
+            self._drew_profile = True
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         super().on_train_end(trainer, pl_module)

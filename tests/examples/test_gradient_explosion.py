@@ -32,7 +32,8 @@ def test_example_matches_mean_field_at_initialisation_and_the_guard_skips(tmp_pa
 
 @pytest.mark.slow
 def test_config_skips_the_nan_sample_and_reports(tmp_path):
-    run_dir, report = fit_config_and_report("gradient_explosion", tmp_path, "--trainer.max_steps", "50")
+    run_dir, report = fit_config_and_report("gradient_explosion", tmp_path, "--trainer.max_steps", "20",
+                                            "--model.init_args.widths", "[64, 64, 64, 64, 10]")
     assert "step(s) skipped" in report and "backprop Lyapunov exponent" in report and "Jacobian" in report
     assert (run_dir / "dyn_backprop_depth_profile.png").stat().st_size > 5_000
     assert (run_dir / "dyn_jacobian_singular_values.png").stat().st_size > 5_000
