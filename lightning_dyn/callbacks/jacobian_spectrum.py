@@ -135,6 +135,7 @@ class JacobianSpectrum(DynamicsCallback):
 
     def measure(self, trainer: Any, pl_module: Any) -> Measurement:
         assert self.inputs is not None
+        pl_module.eval()  # the function the model computes at inference, also through a forward_fn (restored after)
         result = jacobian_spectrum(self._forward(pl_module), self.inputs, k=self.k, method=self.method, tol=self.tol,
                                    max_matvecs=self.max_matvecs, num_probes=self.num_probes, init=self.previous,
                                    generator=self.generator)

@@ -161,6 +161,8 @@ class NormalSpaceSGD:
         outputs = outputs.reshape(inputs.shape[0], *outputs.shape[1:])
         with torch.no_grad():
             loss = criterion(model(inputs), targets).detach()
+        if not bool(torch.isfinite(loss)) or not bool(torch.isfinite(outputs).all()):
+            raise FloatingPointError(f"the probe loss is {float(loss)} at the current parameters")
         check_mean_reduction(criterion, outputs, targets)
         roots = output_hessian_roots(criterion, outputs, targets)
         return cls(normal_space_factor(ntk, roots, dtype)), loss

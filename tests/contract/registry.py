@@ -10,8 +10,9 @@ Each entry gives:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from torch.nn import functional as F
 
@@ -36,6 +37,10 @@ class ContractEntry:
     ddp_trainer_kwargs: dict[str, Any] = field(default_factory=dict)
     #: for a callback that takes no loss: kwargs naming a setup it cannot serve, and the message expected
     unservable: tuple[dict[str, Any], str] = ({}, "")
+    #: for a callback that takes no loss: ``nan_after(going_nan) -> kwargs`` making its measurement NaN
+    #: once ``going_nan()`` is true (instead of a loss going NaN), or ``None`` with the reason to skip
+    nan_after: Optional[Callable[[Callable[[], bool]], dict[str, Any]]] = None
+    nan_skip_reason: str = ""
 
 
 ENTRIES = [
@@ -71,6 +76,8 @@ ENTRIES = [
         ddp_tag="dyn/sgd_lyapunov",
         accepts_loss_fn=False,
         ddp_kwargs={"probe_size": 256, "sampling": "reshuffle"},
+        unservable=({"criterion": None}, "needs `criterion"),
+        nan_after=lambda going_nan: {"criterion": lambda out, y: F.cross_entropy(out, y) * (math.nan if going_nan() else 1.0)},
     ),
     ContractEntry(
         name="SGDLyapunov-hvp",
@@ -96,6 +103,8 @@ ENTRIES = [
         accepts_loss_fn=False,
         ddp_trainer_kwargs={"use_distributed_sampler": False},
         unservable=({"blocks": ["net.0", "net.7"]}, "no submodule named 'net.7'"),
+        nan_skip_reason="a NaN loss or gradient is an event of the observed run, not a failed measurement "
+                        "(tests/callbacks/test_gradient_explosion.py)",
     ),
     ContractEntry(
         name="JacobianSpectrum",
@@ -113,5 +122,6 @@ ENTRIES = [
         accepts_loss_fn=False,
         ddp_kwargs={"probe_size": 256},
         unservable=({"input_fn": lambda batch: batch[1]}, "floating-point"),
+        nan_after=lambda going_nan: {"forward_fn": lambda m, x: m(x) * float("nan") if going_nan() else m(x)},
     ),
 ]

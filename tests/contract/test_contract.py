@@ -134,8 +134,7 @@ def _no_grad_loss(pl_module, batch):
 @entries
 def test_a_setup_it_cannot_serve_fails_before_training(entry, tmp_path):
     kwargs, match = ({"loss_fn": _no_grad_loss}, "no_grad") if entry.accepts_loss_fn else entry.unservable
-    if not kwargs:
-        pytest.skip("no unservable setup named")
+    assert kwargs, f"{entry.name}: a callback that takes no loss names its unservable setup in the registry"
     callback = entry.factory(**kwargs)
     with pytest.raises(ConfigurationError, match=match):
         fit([callback], tmp_path)
@@ -144,16 +143,19 @@ def test_a_setup_it_cannot_serve_fails_before_training(entry, tmp_path):
 
 @entries
 def test_a_nan_measurement_is_reported_not_logged(entry, tmp_path):
-    if not entry.accepts_loss_fn:
-        pytest.skip("takes no loss")
+    if not entry.accepts_loss_fn and entry.nan_after is None:
+        pytest.skip(entry.nan_skip_reason)
     state = {"trainer": None}
+
+    def after_step_4() -> bool:
+        return bool(state["trainer"]) and state["trainer"].global_step > 4
 
     def loss_going_nan(pl_module, batch):
         loss = torch.nn.functional.cross_entropy(pl_module(batch[0]), batch[1])
-        step = state["trainer"].global_step if state["trainer"] else 0
-        return loss * float("nan") if step > 4 else loss
+        return loss * float("nan") if after_step_4() else loss
 
-    callback = entry.factory(loss_fn=loss_going_nan)
+    kwargs = entry.nan_after(after_step_4) if entry.nan_after else {"loss_fn": loss_going_nan}
+    callback = entry.factory(**kwargs)
     tb = TensorBoardLogger(tmp_path)
 
     class Capture(HistoryRecorder):
