@@ -12,7 +12,7 @@ Part 2. At the edge of chaos with one corrupted sample (a NaN pixel) in the data
 ``action="skip"`` that step is dropped — parameters and momentum buffers untouched — and training
 goes on; with ``action="log"`` the NaN gets in and every later step is NaN.
 
-    python examples/gradient_explosion.py        # ~30 s on a laptop CPU
+    python examples/gradient_explosion.py        # ~35 s on a laptop CPU
     tensorboard --logdir runs/gradient_explosion # layout "gradients", depth profile, σ² histogram
 """
 
