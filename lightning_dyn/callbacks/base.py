@@ -39,9 +39,20 @@ class Measurement:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def check_positive_int(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigurationError(f"`{name}` must be a positive integer, got {value!r}")
+def check_positive_int(name: str, value: Any, minimum: int = 1) -> None:
+    """An integer ``≥ minimum`` (1 by default), or a ``ConfigurationError`` naming the argument."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        wanted = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ConfigurationError(f"`{name}` must be {wanted}, got {value!r}")
+
+
+def check_positive(name: str, value: Any, *, above: float = 0.0, optional: bool = False) -> None:
+    """A number ``> above`` (``None`` too when ``optional``), or a ``ConfigurationError`` naming it."""
+    if optional and value is None:
+        return
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > above):
+        raise ConfigurationError(f"`{name}` must be a number > {above:g}{' or None' if optional else ''}, "
+                                 f"got {value!r}")
 
 
 def check_choice(name: str, value: Any, allowed: tuple) -> None:

@@ -31,6 +31,7 @@ skipped step. After ``max_consecutive_skips`` skips in a row training stops with
 from __future__ import annotations
 
 import math
+from collections import deque
 from typing import Any, Literal, Optional
 
 import numpy as np
@@ -40,7 +41,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from ..dynamics.backprop_signal import BackpropSignal, find_blocks
 from ..dynamics.gradient_norms import GradientDetector, GradientStep
 from ..dynamics.signal_propagation import backprop_lyapunov, local_growth
-from .base import DynamicsCallback, Measurement, check_choice, check_positive_int
+from .base import DynamicsCallback, Measurement, check_choice, check_positive, check_positive_int
 from .compat import ConfigurationError
 from .views import add_figure, depth_profile_figure, write_layout
 
@@ -52,11 +53,6 @@ MONITORABLE = ("dyn/grad_norm_preclip", "dyn/backprop_lyapunov", "dyn/grad_event
 
 class GradientExplosionError(RuntimeError):
     """Raised on every rank by ``action="raise"``."""
-
-
-def _check_positive(name: str, value: Any, *, above: float = 0.0) -> None:
-    if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > above):
-        raise ConfigurationError(f"`{name}` must be a number > {above:g} (or None), got {value!r}")
 
 
 class GradientExplosionMonitor(DynamicsCallback):
@@ -97,9 +93,9 @@ class GradientExplosionMonitor(DynamicsCallback):
     ) -> None:
         super().__init__(every_n_steps=every_n_steps, at_fit_end=at_fit_end)
         check_choice("action", action, ACTIONS)
-        _check_positive("threshold", threshold)
-        _check_positive("factor", factor, above=1.0)
-        _check_positive("max_growth", max_growth)
+        check_positive("threshold", threshold, optional=True)
+        check_positive("factor", factor, above=1.0, optional=True)
+        check_positive("max_growth", max_growth, optional=True)
         check_positive_int("window", window)
         check_positive_int("warmup", warmup)
         check_positive_int("max_consecutive_skips", max_consecutive_skips)
@@ -130,7 +126,8 @@ class GradientExplosionMonitor(DynamicsCallback):
         self._last: Optional[GradientStep] = None
         self._last_profile: Optional[tuple[int, np.ndarray, float]] = None
         self._drew_profile = False
-        self._recent: list[float] = []
+        #: the running-median window (checkpointed; the detector works on it)
+        self.recent: deque[float] = deque(maxlen=window)
 
     # -- setup ----------------------------------------------------------------------------------
     def prepare(self, trainer: Any, pl_module: Any) -> None:
@@ -154,8 +151,7 @@ class GradientExplosionMonitor(DynamicsCallback):
                            "(dyn/backprop_lyapunov); name them with `blocks=`")
         self.signal = BackpropSignal(blocks) if len(blocks) >= 2 else None
         self.detector = GradientDetector(layer_of, layer_names, threshold=self.threshold, factor=self.factor,
-                                         window=self.window, warmup=self.warmup)
-        self.detector.recent.extend(self._recent)
+                                         warmup=self.warmup, recent=self.recent)
         if self.action in ("skip", "stop"):
             self._buffers = list(pl_module.buffers())
         write_layout(self.tensorboard(trainer), "gradients", {
@@ -340,17 +336,15 @@ class GradientExplosionMonitor(DynamicsCallback):
         return {
             "skips": self.skips,
             "consecutive_skips": self.consecutive_skips,
-            "recent": list(self.detector.recent) if self.detector is not None else list(self._recent),
+            "recent": list(self.recent),
             "pending": [(s, n.cpu(), None if l is None else l.cpu(), g) for s, n, l, g in self._pending],
         }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.skips, self.consecutive_skips = state["skips"], state["consecutive_skips"]
-        self._recent = list(state["recent"])
+        self.recent.clear()
+        self.recent.extend(state["recent"])
         self._pending = list(state["pending"])
-        if self.detector is not None:
-            self.detector.recent.clear()
-            self.detector.recent.extend(self._recent)
 
 
 def _describe(event: dict) -> str:

@@ -25,7 +25,7 @@ import torch
 from ..curvature.density import spectral_density
 from ..curvature.eigen import EigenResult
 from ..dynamics.jacobian_spectrum import JacobianGramOperator, jacobian_spectrum
-from .base import DynamicsCallback, Measurement, check_choice, check_positive_int
+from .base import DynamicsCallback, Measurement, check_choice, check_positive, check_positive_int
 from .compat import ConfigurationError
 from .probe import canonical_order, draw_probe_batches
 from .views import add_figure, singular_value_figure
@@ -92,12 +92,9 @@ class JacobianSpectrum(DynamicsCallback):
                             ("density_steps", density_steps)):
             check_positive_int(name, value)
         check_choice("method", method, ("auto", "lanczos", "dense"))
-        if not isinstance(num_probes, int) or isinstance(num_probes, bool) or num_probes < 2:
-            raise ConfigurationError(f"`num_probes` must be an integer >= 2 (for a standard error), got {num_probes!r}")
-        if not isinstance(density_runs, int) or isinstance(density_runs, bool) or density_runs < 0:
-            raise ConfigurationError(f"`density_runs` must be a non-negative integer, got {density_runs!r}")
-        if not isinstance(tol, (int, float)) or not tol > 0:
-            raise ConfigurationError(f"`tol` must be positive, got {tol!r}")
+        check_positive_int("num_probes", num_probes, minimum=2)  # two for a standard error
+        check_positive_int("density_runs", density_runs, minimum=0)
+        check_positive("tol", tol)
         if max_matvecs < k:
             raise ConfigurationError(f"`max_matvecs` ({max_matvecs}) must be at least `k` ({k})")
         self.probe_size, self.k, self.method, self.tol, self.max_matvecs = probe_size, k, method, tol, max_matvecs

@@ -27,7 +27,7 @@ from torch.utils.data import RandomSampler
 
 from ..curvature.hessian import measurement_context
 from ..dynamics.sgd_lyapunov import SGDStability, sgd_lyapunov
-from .base import DynamicsCallback, Measurement, check_choice, check_positive_int
+from .base import DynamicsCallback, Measurement, check_choice, check_positive, check_positive_int
 from .compat import ConfigurationError
 from .probe import canonical_order, check_twice_differentiable, draw_probe_batches, training_step_loss
 from .views import add_figure, stability_diagram_figure
@@ -115,10 +115,8 @@ class SGDLyapunov(DynamicsCallback):
             check_positive_int(name, value)
         if num_steps < 20:
             raise ConfigurationError(f"`num_steps` must be at least 20 (the standard error uses 20 blocks), got {num_steps}")
-        if not (isinstance(interpolation_tol, (int, float)) and interpolation_tol > 0):
-            raise ConfigurationError(f"`interpolation_tol` must be a positive number, got {interpolation_tol!r}")
-        if lr is not None and not (isinstance(lr, (int, float)) and lr > 0):
-            raise ConfigurationError(f"`lr` must be a positive number or None, got {lr!r}")
+        check_positive("interpolation_tol", interpolation_tol)
+        check_positive("lr", lr, optional=True)
         if batch_size is not None:
             check_positive_int("batch_size", batch_size)
         for b in batch_sizes or []:

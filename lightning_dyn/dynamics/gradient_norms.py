@@ -43,14 +43,16 @@ class GradientDetector:
         factor: relative bound, ``‖g‖ > factor × running median`` (``None``: none).
         window: finite totals in the running median.
         warmup: the relative test needs this many finite totals first.
+        recent: the window itself, when its owner keeps it (e.g. in a checkpoint); else a new one.
     """
 
     def __init__(self, layer_of: Sequence[int], layer_names: Sequence[str], *, threshold: Optional[float] = None,
-                 factor: Optional[float] = 10.0, window: int = 100, warmup: int = 10) -> None:
+                 factor: Optional[float] = 10.0, window: int = 100, warmup: int = 10,
+                 recent: Optional[deque] = None) -> None:
         self.layer_of = np.asarray(layer_of, dtype=np.int64)
         self.layer_names = list(layer_names)
         self.threshold, self.factor, self.warmup = threshold, factor, warmup
-        self.recent: deque[float] = deque(maxlen=window)
+        self.recent: deque[float] = deque(maxlen=window) if recent is None else recent
         # columns grouped by layer, so one reduceat sums each layer without mixing an inf into others
         self._order = np.argsort(self.layer_of, kind="stable")
         grouped = self.layer_of[self._order]
