@@ -3,8 +3,9 @@
     lightning-dyn report RUN_DIR
 
 Figures the callbacks logged to TensorBoard (``dyn/*`` images: the SGD stability diagram, the
-sharpness and density figures) are written as PNGs too. The summary reads the edge-of-stability scalars (``dyn/sharpness``, ``dyn/stability_threshold``,
-``dyn/sharpness_ratio``, ``dyn/regime``) and ``train_loss`` when present, e.g. "progressive
+sharpness and density figures) are written as PNGs too. The summary reads the edge-of-stability
+scalars (``EdgeOfStability``'s ``dyn/eos_sharpness`` or ``dyn/preconditioned_sharpness``, else
+``HessianSharpness``'s ``dyn/sharpness``; ``dyn/stability_threshold``, ``dyn/sharpness_ratio``, ``dyn/regime``) and ``train_loss`` when present, e.g. "progressive
 sharpening 3.9 → 20.6 by step 1950; at the edge (threshold 20.0) from step 2000; the loss rose on
 300 steps yet fell 0.62 → 0.015", the last ``SGDLyapunov`` verdict (λ, critical learning rate),
 and the gradients' story: the backprop Lyapunov exponent first and last, the total gradient norm,
@@ -49,10 +50,19 @@ def _first_step(points: list[tuple[int, float]], regime: str) -> Optional[int]:
     return next((s for s, v in points if int(round(v)) == code), None)
 
 
+#: the sharpness series a summary tells, in order of preference: the one compared with a threshold first
+SHARPNESS_TAGS = ("dyn/eos_sharpness", "dyn/preconditioned_sharpness", "dyn/sharpness")
+
+
+def sharpness_tag(series: Series) -> str:
+    """The sharpness tag the run's edge-of-stability story is about (see ``SHARPNESS_TAGS``)."""
+    return next((tag for tag in SHARPNESS_TAGS if tag in series), SHARPNESS_TAGS[-1])
+
+
 def summarize(series: Series) -> str:
     """The plain-language account of an edge-of-stability run."""
     parts = []
-    sharp = series.get("dyn/sharpness", [])
+    sharp = series.get(sharpness_tag(series), [])
     threshold = series.get("dyn/stability_threshold", [])
     regime = series.get("dyn/regime", [])
     if sharp:
@@ -85,7 +95,7 @@ def write_figures(series: Series, out_dir: str | Path) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    panels = [("sharpness vs stability threshold", ["dyn/sharpness", "dyn/stability_threshold"], None),
+    panels = [("sharpness vs stability threshold", [sharpness_tag(series), "dyn/stability_threshold"], None),
               ("sharpness / threshold", ["dyn/sharpness_ratio"], 1.0), ("training loss", ["train_loss"], None)]
     panels = [p for p in panels if any(t in series for t in p[1])]
     if not panels:

@@ -102,6 +102,19 @@ class DynamicsCallback(*CALLBACK_BASES):  # type: ignore[misc]
         #: true while the fit-end measurement runs (slower schedules measure then too)
         self.measuring_at_fit_end = False
 
+    # -- pickling (``ddp_spawn`` sends the callbacks to the new processes) -----------------------
+    def __getstate__(self) -> dict[str, Any]:
+        # a torch.Generator's state is a tensor, which torch's multiprocessing would share through
+        # a file descriptor; plain bytes cross any process boundary
+        state = dict(self.__dict__)
+        state["generator"] = bytes(self.generator.get_state().numpy())
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        generator = torch.Generator()
+        generator.set_state(torch.frombuffer(bytearray(state["generator"]), dtype=torch.uint8))
+        self.__dict__.update({**state, "generator": generator})
+
     # -- for subclasses ---------------------------------------------------------------------
     def prepare(self, trainer: Any, pl_module: Any) -> None:
         """Called once when training starts (probe set, checks). Raise :class:`ConfigurationError`

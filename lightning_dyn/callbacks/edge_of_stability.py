@@ -1,11 +1,24 @@
 """EdgeOfStability: the sharpness against the optimizer's own stability threshold, live.
 
-Each measurement compares the top eigenvalue of the (preconditioned, for Adam/AdamW/RMSprop; scaled
-by per-group learning rates) Hessian with ``stability_threshold`` read from the optimizer at that
-step — a learning-rate scheduler moves it — and classifies the regime (``below``,
-``progressive_sharpening``, ``edge``, ``above``; ``lightning_dyn.dynamics.classify_regime``).
-Logs ``dyn/sharpness``, ``dyn/stability_threshold``, ``dyn/sharpness_ratio``, ``dyn/regime``
-(0–3 in that order) and keeps the step at which each regime began. Optional action on reaching the
+Each measurement compares the top eigenvalue of the Hessian the optimizer's stability is about with
+``stability_threshold`` read from the optimizer at that step — a learning-rate scheduler moves it —
+and classifies the regime (``below``, ``progressive_sharpening``, ``edge``, ``above``;
+``lightning_dyn.dynamics.classify_regime``):
+
+* plain SGD / heavy ball / Nesterov with one learning rate: ``λ_max(H)``, logged as
+  ``dyn/eos_sharpness`` against ``2/η`` (and its momentum variants);
+* Adam/AdamW/RMSprop: the preconditioned sharpness ``λ_max(P^{-1}H)``, logged as
+  ``dyn/preconditioned_sharpness``; coordinates the optimizer has never updated (second moment
+  exactly 0) are left out, and their number logged as ``dyn/never_updated_coordinates``
+  (``lightning_dyn.dynamics.stability``);
+* parameter groups with different learning rates ``η_i`` (fine-tuning): ``λ_max(D H D)`` with
+  ``D² = diag(η_i/η_max)`` (times ``P^{-1}`` for adaptive methods), against the threshold at
+  ``η_max`` — the same units as with one group at ``η_max``, so the series does not jump when
+  ``BackboneFinetuning`` adds the backbone's group.
+
+Also ``dyn/stability_threshold``, ``dyn/sharpness_ratio``, ``dyn/regime`` (0–3 in that order);
+the step at which each regime began is kept. The tags are this callback's own: ``HessianSharpness``
+attached beside it keeps ``dyn/sharpness``. Optional action on reaching the
 edge or crossing it by ``margin``: ``"warn"``, ``"stop"`` (the same decision on every rank) or
 ``"reduce_lr"`` by ``lr_factor``. TensorBoard: a custom-scalars layout (sharpness with threshold on
 one chart, the ratio with a line at 1) and, at fit end, the figures of sharpness against threshold
@@ -21,7 +34,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from ..curvature import CurvatureOperator, PreconditionedOperator
 from ..dynamics.edge_of_stability import REGIMES, classify_regime
-from ..dynamics.stability import UnsupportedOptimizer, check_supported, stability_scaling
+from ..dynamics.stability import UnsupportedOptimizer, check_supported, is_adaptive, stability_scaling
 from .base import Measurement, check_choice
 from .compat import ConfigurationError
 from .hessian_sharpness import HessianSharpness
@@ -36,9 +49,11 @@ class EdgeOfStability(HessianSharpness):
         k: number of top eigenvalues.
         tol: relative accuracy of the eigenvalues.
         max_matvecs: cap on products per measurement.
-        probe_size: samples in the probe set (the first ones of the train dataloader).
+        probe_size: samples in the probe set (all ranks together; default 1000, or the whole
+            training set when smaller; see ``HessianSharpness``).
         probe_batches: the probe set as a list of batches, instead of drawing it.
-        loss_fn: ``loss_fn(pl_module, batch) -> scalar``; default: the module's ``training_step``.
+        loss_fn: ``loss_fn(pl_module, batch) -> scalar``; default: the module's ``training_step``
+            (required under manual optimization).
         mode: ``"eval"`` or ``"train"`` (see ``HessianSharpness``).
         cold_every: re-measure cold every this many measurements (``None``: never).
         action: what to do when ``act_on`` is reached: ``"none"`` (default), ``"warn"``, ``"stop"``,
@@ -53,13 +68,17 @@ class EdgeOfStability(HessianSharpness):
         seed: seed of the private generator.
     """
 
+    #: its own tags beside HessianSharpness's (the sharpness and eigenvalue tags are set at setup)
+    figure_tag = "dyn/eos_figure"
+    density_tag = "dyn/eos_spectral_density"
+
     def __init__(
         self,
         every_n_steps: int = 50,
         k: int = 1,
         tol: float = 1e-3,
         max_matvecs: int = 100,
-        probe_size: int = 1000,
+        probe_size: Optional[int] = None,
         probe_batches: Optional[list] = None,
         loss_fn: Optional[Callable[[Any, Any], torch.Tensor]] = None,
         mode: Literal["eval", "train"] = "eval",
@@ -87,8 +106,8 @@ class EdgeOfStability(HessianSharpness):
         self.density_at_fit_end = density_at_fit_end
         self.density_runs, self.density_steps = 2, 20
         self.regime_changes: list[dict[str, Any]] = []
-        self._scale_divisor = 1.0
         self._threshold = float("nan")
+        self._never_updated: Optional[int] = None
 
     def prepare(self, trainer: Any, pl_module: Any) -> None:
         # Lightning stands a `_MockOptimizer` in when configure_optimizers returns None
@@ -98,35 +117,40 @@ class EdgeOfStability(HessianSharpness):
             check_supported(trainer.optimizers[0])
         except UnsupportedOptimizer as err:
             raise ConfigurationError(f"EdgeOfStability: {err}") from err
+        name = "preconditioned" if is_adaptive(trainer.optimizers[0]) else "eos"
+        self.sharpness_tag = self.progress_bar_tag = f"dyn/{name}_sharpness"
+        self.eig_tag = f"dyn/{name}_eig_{{}}"
+        self.histogram_tag = f"dyn/{name}_top_eigenvalues"
         super().prepare(trainer, pl_module)
 
     def operator(self, trainer: Any, pl_module: Any) -> CurvatureOperator:
+        """``H``, or ``D H D`` in the units of the largest learning rate (module docstring)."""
         optimizer = trainer.optimizers[0]
         op = self.hessian(pl_module)
         scaling = stability_scaling(optimizer, op.parameters)
-        lrs = {float(g["lr"]) for g in optimizer.param_groups}
+        self._never_updated = scaling.never_updated if scaling.preconditioned else None
         if scaling.scale is None:
-            self._threshold, self._scale_divisor = scaling.threshold, 1.0
+            self._threshold = scaling.threshold
             return op
-        # report in the table's units when one learning rate is shared: λ(P⁻¹H) against threshold/η
-        eta = lrs.pop() if len(lrs) == 1 else 1.0
-        eta = eta if eta > 0 else 1.0
-        self._threshold, self._scale_divisor = scaling.threshold / eta, eta
-        return PreconditionedOperator(op, scaling.scale)
+        # λ_max(D H D)/η_ref against threshold/η_ref, η_ref the largest learning rate: with one
+        # group that is λ_max(P⁻¹H) against the table's threshold at η
+        eta = max((float(g["lr"]) for g in optimizer.param_groups if float(g["lr"]) > 0), default=1.0)
+        self._threshold = scaling.threshold / eta
+        return PreconditionedOperator(op, scaling.scale / eta**0.5)
 
     def measure(self, trainer: Any, pl_module: Any) -> Measurement:
         result = super().measure(trainer, pl_module)
-        sharp = result.scalars["dyn/sharpness"] / self._scale_divisor
+        sharp = result.scalars[self.sharpness_tag]
         ratio = sharp / self._threshold
-        series = [h["dyn/sharpness"] for h in self.history] + [sharp]
+        series = [h[self.sharpness_tag] for h in self.history if self.sharpness_tag in h] + [sharp]
         regime = classify_regime(series, ratio, band=self.band, margin=self.margin)
         result.scalars.update({
-            "dyn/sharpness": sharp,
-            **{f"dyn/eig_{i}": v / self._scale_divisor for i, v in enumerate(result.extra["values"])},
             "dyn/stability_threshold": self._threshold,
             "dyn/sharpness_ratio": ratio,
             "dyn/regime": float(REGIMES.index(regime)),
         })
+        if self._never_updated is not None:
+            result.scalars["dyn/never_updated_coordinates"] = float(self._never_updated)
         result.extra["regime"] = regime
         return result
 
@@ -136,12 +160,12 @@ class EdgeOfStability(HessianSharpness):
         entered = not self.regime_changes or self.regime_changes[-1]["regime"] != regime
         if entered:
             self.regime_changes.append({"regime": regime, "step": step,
-                                        "sharpness": result.scalars["dyn/sharpness"]})
+                                        "sharpness": result.scalars[self.sharpness_tag]})
         writer = self.tensorboard(trainer)
         if writer is not None:
             if len(self.history) == 1:
                 write_layout(writer, "edge of stability", {
-                    "sharpness vs stability threshold": ["dyn/sharpness", "dyn/stability_threshold"],
+                    "sharpness vs stability threshold": [self.sharpness_tag, "dyn/stability_threshold"],
                     "sharpness / threshold (edge at 1)": ["dyn/sharpness_ratio", "dyn/edge"],
                 })
             writer.add_scalar("dyn/edge", 1.0, global_step=step)
@@ -165,7 +189,7 @@ class EdgeOfStability(HessianSharpness):
             rank_zero_warn(message + f"; learning rate multiplied by {self.lr_factor}")
 
     def fit_end_figure(self) -> Any:
-        return series_figure(self.history, ["dyn/sharpness", "dyn/stability_threshold"],
+        return series_figure(self.history, [self.sharpness_tag, "dyn/stability_threshold"],
                              title="sharpness vs stability threshold", ylabel="sharpness")
 
     def summary(self) -> str:
@@ -173,7 +197,8 @@ class EdgeOfStability(HessianSharpness):
         if not self.history:
             return "no measurement yet"
         first, last = self.history[0], self.history[-1]
-        parts = [f"sharpness {first['dyn/sharpness']:.1f} at step {first['step']} → {last['dyn/sharpness']:.1f} "
+        tag = self.sharpness_tag
+        parts = [f"sharpness {first[tag]:.1f} at step {first['step']} → {last[tag]:.1f} "
                  f"at step {last['step']} (threshold {last['dyn/stability_threshold']:.1f})"]
         for change in self.regime_changes:
             parts.append(f"{change['regime'].replace('_', ' ')} from step {change['step']} "

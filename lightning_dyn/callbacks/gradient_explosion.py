@@ -36,8 +36,9 @@ from typing import Any, Literal, Optional
 
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from ..curvature.probe import trainable_signature
 from ..dynamics.backprop_signal import BackpropSignal, find_blocks
 from ..dynamics.gradient_norms import GradientDetector, GradientStep
 from ..dynamics.signal_propagation import backprop_lyapunov, local_growth
@@ -115,6 +116,7 @@ class GradientExplosionMonitor(DynamicsCallback):
         self.detector: Optional[GradientDetector] = None
         self.signal: Optional[BackpropSignal] = None
         self._params: list[torch.nn.Parameter] = []
+        self._trainable: tuple = ()
         self._norm_dtype = torch.float32
         #: steps not inspected yet: (step, parameter norms, loss) on the device, growth events
         self._pending: list[tuple[int, torch.Tensor, Optional[torch.Tensor], list[dict]]] = []
@@ -131,27 +133,7 @@ class GradientExplosionMonitor(DynamicsCallback):
 
     # -- setup ----------------------------------------------------------------------------------
     def prepare(self, trainer: Any, pl_module: Any) -> None:
-        layer_names, layer_of, params = [], [], []
-        for name, module in pl_module.named_modules():
-            own = [p for p in module.parameters(recurse=False) if p.requires_grad]
-            if own:
-                layer_names.append(name or "(root)")
-                layer_of += [len(layer_names) - 1] * len(own)
-                params += own
-        if not params:
-            raise ConfigurationError("GradientExplosionMonitor: the model has no parameters that receive gradients")
-        self._params = params
-        self._norm_dtype = torch.float64 if any(p.dtype == torch.float64 for p in params) else torch.float32
-        try:
-            blocks = find_blocks(pl_module, self.block_names)
-        except ValueError as err:
-            raise ConfigurationError(f"GradientExplosionMonitor(blocks=...): {err}") from None
-        if len(blocks) < 2:
-            rank_zero_warn("GradientExplosionMonitor: fewer than two blocks found, so no depth profile "
-                           "(dyn/backprop_lyapunov); name them with `blocks=`")
-        self.signal = BackpropSignal(blocks) if len(blocks) >= 2 else None
-        self.detector = GradientDetector(layer_of, layer_names, threshold=self.threshold, factor=self.factor,
-                                         warmup=self.warmup, recent=self.recent)
+        self._derive(pl_module)
         if self.action in ("skip", "stop"):
             self._buffers = list(pl_module.buffers())
         write_layout(self.tensorboard(trainer), "gradients", {
@@ -161,6 +143,45 @@ class GradientExplosionMonitor(DynamicsCallback):
             "events and skipped steps": ["dyn/grad_events", "dyn/grad_skips"],
         })
 
+    def _derive(self, pl_module: Any) -> None:
+        """The trainable parameters by layer (a shared parameter — tied embeddings — counted once,
+        in the first module that holds it) and the blocks; again whenever fine-tuning changes
+        which parameters train."""
+        layer_names, layer_of, params, seen = [], [], [], set()
+        for name, module in pl_module.named_modules():
+            own = [p for p in module.parameters(recurse=False) if p.requires_grad and id(p) not in seen]
+            if own:
+                seen.update(id(p) for p in own)
+                layer_names.append(name or "(root)")
+                layer_of += [len(layer_names) - 1] * len(own)
+                params += own
+        if not params:
+            raise ConfigurationError("GradientExplosionMonitor: the model has no parameters that receive gradients")
+        self._params = params
+        self._trainable = trainable_signature(pl_module)
+        self._norm_dtype = torch.float64 if any(p.dtype == torch.float64 for p in params) else torch.float32
+        try:
+            blocks = find_blocks(pl_module, self.block_names)
+        except ValueError as err:
+            raise ConfigurationError(f"GradientExplosionMonitor(blocks=...): {err}") from None
+        if len(blocks) < 2 and self.signal is None:
+            rank_zero_warn("GradientExplosionMonitor: fewer than two blocks found, so no depth profile "
+                           "(dyn/backprop_lyapunov); name them with `blocks=`")
+        if self.signal is not None:
+            self.signal.detach()
+        self.signal = BackpropSignal(blocks) if len(blocks) >= 2 else None
+        self.detector = GradientDetector(layer_of, layer_names, threshold=self.threshold, factor=self.factor,
+                                         warmup=self.warmup, recent=self.recent)
+
+    def _follow_trainable(self, pl_module: Any) -> None:
+        """Fine-tuning unfroze or froze parameters: inspect what was recorded, then re-derive."""
+        if trainable_signature(pl_module) == self._trainable:
+            return
+        if self._pending:
+            self._inspect_pending()
+        rank_zero_info("GradientExplosionMonitor: the trainable parameters changed; layers and blocks re-derived")
+        self._derive(pl_module)
+
     def _scheduled(self, step: int) -> bool:
         return step % self.every_n_steps == 0
 
@@ -169,6 +190,7 @@ class GradientExplosionMonitor(DynamicsCallback):
         if not self._new_step:
             return  # a later micro-batch of an accumulated step
         self._new_step = False
+        self._follow_trainable(pl_module)
         if self._buffers:
             with torch.no_grad():
                 self._snapshot = [b.clone() for b in self._buffers]
@@ -258,17 +280,20 @@ class GradientExplosionMonitor(DynamicsCallback):
             rank_zero_warn(f"GradientExplosionMonitor: stopping training at step {step} ({reason}); last: {what}")
 
     # -- the logged steps -----------------------------------------------------------------------
-    def measure(self, trainer: Any, pl_module: Any) -> Measurement:
-        new_events = []
-        if self._pending:  # one transfer for all the steps since the last inspection
-            device = self._params[0].device
-            norms = torch.stack([n.to(device) for _, n, _, _ in self._pending]).cpu().numpy()
-            known = [l.to(device) for _, _, l, _ in self._pending if l is not None]
-            values = iter(torch.stack(known).double().cpu().tolist() if known else [])
-            losses = [None if l is None else next(values) for _, _, l, _ in self._pending]
-            new_events = self._inspect([s for s, _, _, _ in self._pending], norms, losses,
-                                       [e for _, _, _, growth in self._pending for e in growth])
+    def _inspect_pending(self) -> list[dict]:
+        """Inspect the steps recorded since the last inspection: one transfer for all of them."""
+        device = self._params[0].device
+        norms = torch.stack([n.to(device) for _, n, _, _ in self._pending]).cpu().numpy()
+        known = [l.to(device) for _, _, l, _ in self._pending if l is not None]
+        values = iter(torch.stack(known).double().cpu().tolist() if known else [])
+        losses = [None if l is None else next(values) for _, _, l, _ in self._pending]
+        events = self._inspect([s for s, _, _, _ in self._pending], norms, losses,
+                               [e for _, _, _, growth in self._pending for e in growth])
         self._pending = []
+        return events
+
+    def measure(self, trainer: Any, pl_module: Any) -> Measurement:
+        new_events = self._inspect_pending() if self._pending else []
         if self.action == "warn" and new_events:
             rank_zero_warn(f"GradientExplosionMonitor: {len(new_events)} event(s) up to step {trainer.global_step}; "
                            f"first: {_describe(new_events[0])}")

@@ -15,12 +15,14 @@ from __future__ import annotations
 from typing import Any, Callable, Literal, Optional
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 
 from ..curvature import CurvatureOperator, HessianOperator, spectral_density, top_eigenpairs, trace
 from ..curvature.eigen import EigenResult
 from .base import DynamicsCallback, Measurement, check_choice, check_positive_int
 from .compat import ConfigurationError
-from .probe import check_twice_differentiable, draw_probe_batches, training_step_loss
+from ..curvature.probe import trainable_signature
+from .probe import check_measurable, default_loss, probe_set, training_step_loss
 from .views import add_figure, density_figure, series_figure
 
 
@@ -37,11 +39,13 @@ class HessianSharpness(DynamicsCallback):
         k: number of top eigenvalues.
         tol: relative accuracy of the eigenvalues (Lanczos error bound).
         max_matvecs: cap on Hessian-vector products per eigenvalue measurement.
-        probe_size: samples in the probe set: the first ones the train dataloader yields, drawn once
-            when training starts (ignored when ``probe_batches`` is given).
+        probe_size: samples in the probe set (all ranks together), drawn once when training starts
+            from the training set by a private generator (no generator of the run moves); default
+            1000, or the whole training set when it is smaller. Ignored when ``probe_batches`` is given.
         probe_batches: the probe set as a list of batches, instead of drawing it.
         loss_fn: ``loss_fn(pl_module, batch) -> scalar``; default: the module's ``training_step``
-            (a tensor or a dict with ``"loss"``), with its ``self.log`` calls muted.
+            (a tensor or a dict with ``"loss"``), with its ``self.log`` calls muted. Required under
+            manual optimization (that ``training_step`` steps the optimizer itself).
         mode: ``"eval"`` (default; Dropout off, BatchNorm running statistics) or ``"train"``.
         cold_every: every this many measurements start Lanczos cold instead of warm (``None``: never).
         trace_every_n_steps: also estimate the trace every this many steps (``None``: never).
@@ -54,6 +58,12 @@ class HessianSharpness(DynamicsCallback):
     """
 
     progress_bar_tag = "dyn/sharpness"
+    #: the tags this callback writes (a subclass measuring another operator names its own)
+    sharpness_tag = "dyn/sharpness"
+    eig_tag = "dyn/eig_{}"
+    figure_tag = "dyn/sharpness_figure"
+    density_tag = "dyn/spectral_density"
+    histogram_tag = "dyn/top_eigenvalues"
 
     def __init__(
         self,
@@ -61,7 +71,7 @@ class HessianSharpness(DynamicsCallback):
         k: int = 1,
         tol: float = 1e-3,
         max_matvecs: int = 100,
-        probe_size: int = 1000,
+        probe_size: Optional[int] = None,
         probe_batches: Optional[list] = None,
         loss_fn: Optional[Callable[[Any, Any], torch.Tensor]] = None,
         mode: Literal["eval", "train"] = "eval",
@@ -75,11 +85,11 @@ class HessianSharpness(DynamicsCallback):
         seed: int = 0,
     ) -> None:
         super().__init__(every_n_steps=every_n_steps, at_fit_end=at_fit_end, seed=seed)
-        for name, value in (("k", k), ("max_matvecs", max_matvecs), ("probe_size", probe_size),
+        for name, value in (("k", k), ("max_matvecs", max_matvecs),
                             ("trace_matvecs", trace_matvecs), ("density_runs", density_runs),
                             ("density_steps", density_steps)):
             check_positive_int(name, value)
-        for name, value in (("cold_every", cold_every), ("trace_every_n_steps", trace_every_n_steps),
+        for name, value in (("probe_size", probe_size), ("cold_every", cold_every), ("trace_every_n_steps", trace_every_n_steps),
                             ("density_every_n_steps", density_every_n_steps)):
             _optional_positive(name, value)
         if not (isinstance(tol, (int, float)) and 0 < tol < 1):
@@ -91,7 +101,9 @@ class HessianSharpness(DynamicsCallback):
             raise ConfigurationError("`probe_batches` is empty: pass at least one batch, or None to draw them")
         self.k, self.tol, self.max_matvecs = k, float(tol), max_matvecs
         self.probe_size, self.probe_batches, self.mode = probe_size, probe_batches, mode
-        self.loss_fn = loss_fn or training_step_loss
+        self.loss_fn = loss_fn
+        #: the loss measured: ``loss_fn``, or the ``training_step`` loss (set when training starts)
+        self.loss: Callable[[Any, Any], torch.Tensor] = training_step_loss
         self.cold_every = cold_every
         self.trace_every_n_steps, self.trace_matvecs = trace_every_n_steps, trace_matvecs
         self.density_every_n_steps, self.density_runs, self.density_steps = density_every_n_steps, density_runs, density_steps
@@ -101,21 +113,28 @@ class HessianSharpness(DynamicsCallback):
         self.measurements = 0
         self.last_density: Optional[dict] = None
         self.batches: list = []
+        self._trainable: tuple = ()
 
     # -- setup ----------------------------------------------------------------------------------
     def prepare(self, trainer: Any, pl_module: Any) -> None:
+        owner = type(self).__name__
+        self.loss = default_loss(pl_module, self.loss_fn, owner)
         if self.probe_batches is not None:
             self.batches = list(self.probe_batches)
         else:
-            loader = trainer.train_dataloader
-            size = getattr(getattr(loader, "dataset", None), "__len__", None)
-            if size is not None and self.probe_size > size():
-                raise ConfigurationError(
-                    f"`probe_size` ({self.probe_size}) is larger than the training set ({size()} samples)")
-            self.batches = draw_probe_batches(loader, self.probe_size, pl_module.device, self.seed)
-        reason = check_twice_differentiable(pl_module, self.loss_fn, self.batches[0])
-        if reason:
-            raise ConfigurationError(f"{type(self).__name__} cannot measure the Hessian of this loss: {reason}")
+            self.batches = probe_set(trainer, pl_module, self.probe_size, seed=self.seed, default_size=1000,
+                                     owner=owner).batches
+        check_measurable(pl_module, self.loss, self.batches[0], owner=owner, mode=self.mode, seed=self.seed)
+        self._trainable = trainable_signature(pl_module)
+
+    def _follow_trainable(self, pl_module: Any) -> None:
+        """Fine-tuning changed which parameters train: the warm start spans the old space, drop it."""
+        now = trainable_signature(pl_module)
+        if now != self._trainable:
+            if self.previous is not None:
+                rank_zero_info(f"{type(self).__name__}: the trainable parameters changed ({len(self._trainable)} → "
+                               f"{len(now)} tensors); measuring cold in the new space")
+            self._trainable, self.previous = now, None
 
     # -- measurement ----------------------------------------------------------------------------
     def operator(self, trainer: Any, pl_module: Any) -> CurvatureOperator:
@@ -123,29 +142,32 @@ class HessianSharpness(DynamicsCallback):
         return self.hessian(pl_module)
 
     def hessian(self, pl_module: Any) -> HessianOperator:
-        return HessianOperator(pl_module, self.loss_fn, self.batches, mode=self.mode)
+        return HessianOperator(pl_module, self.loss, self.batches, mode=self.mode, seed=self.seed)
 
     def measure(self, trainer: Any, pl_module: Any) -> Measurement:
         step = trainer.global_step
+        self._follow_trainable(pl_module)
         op = self.operator(trainer, pl_module)
+        if self.previous is not None and self.previous.vectors.shape[0] != op.size:
+            self.previous = None  # resumed into another trainable set
         cold = self.previous is None or (self.cold_every is not None and self.measurements % self.cold_every == 0)
         result = top_eigenpairs(op, k=self.k, tol=self.tol, max_matvecs=self.max_matvecs,
                                 init=None if cold else self.previous, generator=self.generator)
         self.previous = result
         self.measurements += 1
         values = result.values.tolist()
-        scalars = {"dyn/sharpness": values[0], **{f"dyn/eig_{i}": v for i, v in enumerate(values)}}
+        scalars = {self.sharpness_tag: values[0], **{self.eig_tag.format(i): v for i, v in enumerate(values)}}
         hvps = result.num_matvecs
         if self.trace_every_n_steps and (step % self.trace_every_n_steps == 0 or self.measuring_at_fit_end):
             est = trace(self.hessian(pl_module), self.trace_matvecs, generator=self.generator)
             scalars.update({"dyn/hessian_trace": est.value, "dyn/hessian_trace_stderr": est.stderr})
             hvps += est.num_matvecs
         if self.density_every_n_steps and step % self.density_every_n_steps == 0:
-            hvps += self._density(pl_module, step)
+            hvps += self._density(trainer, pl_module, step)
         return Measurement(scalars, hvps=hvps, extra={"values": values, "converged": result.converged})
 
-    def _density(self, pl_module: Any, step: int, generator: Optional[torch.Generator] = None) -> int:
-        dens = spectral_density(self.hessian(pl_module), self.density_runs, self.density_steps,
+    def _density(self, trainer: Any, pl_module: Any, step: int, generator: Optional[torch.Generator] = None) -> int:
+        dens = spectral_density(self.operator(trainer, pl_module), self.density_runs, self.density_steps,
                                 generator=generator or self.generator)
         self.last_density = {"step": step, "grid": dens.grid, "density": dens.density}
         return dens.num_matvecs
@@ -153,7 +175,7 @@ class HessianSharpness(DynamicsCallback):
     def on_measured(self, trainer: Any, pl_module: Any, step: int, result: Measurement) -> None:
         writer = self.tensorboard(trainer)
         if writer is not None and self.k > 1:
-            writer.add_histogram("dyn/top_eigenvalues", torch.tensor(result.extra["values"]), global_step=step)
+            writer.add_histogram(self.histogram_tag, torch.tensor(result.extra["values"]), global_step=step)
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         super().on_train_end(trainer, pl_module)
@@ -165,20 +187,20 @@ class HessianSharpness(DynamicsCallback):
             generator = torch.Generator().manual_seed(self.seed + step)
             with self.hygiene(pl_module):
                 try:
-                    self.total_hvps += self._density(pl_module, step, generator)
+                    self.total_hvps += self._density(trainer, pl_module, step, generator)
                 except FloatingPointError as err:
                     self._report_nonfinite(step, f"spectral density: {err}")
         writer = self.tensorboard(trainer)
         if writer is None:
             return
-        add_figure(writer, "dyn/sharpness_figure", self.fit_end_figure(), trainer.global_step)
+        add_figure(writer, self.figure_tag, self.fit_end_figure(), trainer.global_step)
         if self.last_density is not None:
             d = self.last_density
-            add_figure(writer, "dyn/spectral_density", density_figure(d["grid"], d["density"], step=d["step"]),
+            add_figure(writer, self.density_tag, density_figure(d["grid"], d["density"], step=d["step"]),
                        trainer.global_step)
 
     def fit_end_figure(self) -> Any:
-        return series_figure(self.history, [f"dyn/eig_{i}" for i in range(self.k)], title="top Hessian eigenvalues",
+        return series_figure(self.history, [self.eig_tag.format(i) for i in range(self.k)], title="top Hessian eigenvalues",
                              ylabel="eigenvalue")
 
     # -- state ----------------------------------------------------------------------------------

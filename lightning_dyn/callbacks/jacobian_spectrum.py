@@ -11,9 +11,9 @@ counted in ``dyn/cost/JacobianSpectrum_jvp_vjp``. With a TensorBoard logger, a f
 distribution of ``σ²`` (a histogram of the exact values, or stochastic Lanczos quadrature) at every
 measurement.
 
-The probe inputs are the first ``probe_size`` samples of the train dataloader (all ranks
-together), gathered on every rank in a content-defined order, so every rank measures the same
-Jacobian as one process on the same inputs.
+The probe inputs are ``probe_size`` samples of the training set (all ranks together), drawn once
+by a private generator (``lightning_dyn.curvature.probe``), the same on every rank, so every rank
+measures the same Jacobian as one process on the same inputs.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from ..curvature.eigen import EigenResult
 from ..dynamics.jacobian_spectrum import JacobianGramOperator, jacobian_spectrum
 from .base import DynamicsCallback, Measurement, check_choice, check_positive, check_positive_int
 from .compat import ConfigurationError
-from .probe import canonical_order, draw_probe_batches
+from .probe import canonical_order, probe_set
 from .views import add_figure, singular_value_figure
 
 InputFn = Callable[[Any], torch.Tensor]
@@ -52,7 +52,8 @@ class JacobianSpectrum(DynamicsCallback):
 
     Args:
         every_n_steps: measure every this many optimizer steps.
-        probe_size: probe inputs (all ranks together), drawn from the train dataloader at the start.
+        probe_size: probe inputs (all ranks together), drawn once from the training set by a
+            private generator; default 8, or the whole training set when smaller.
         k: top singular values to track.
         method: ``"auto"`` (exact Jacobians when ``min(d_in, d_out) ≤ 64``, else Lanczos),
             ``"lanczos"`` or ``"dense"``.
@@ -74,7 +75,7 @@ class JacobianSpectrum(DynamicsCallback):
     def __init__(
         self,
         every_n_steps: int = 500,
-        probe_size: int = 8,
+        probe_size: Optional[int] = None,
         k: int = 3,
         method: Literal["auto", "lanczos", "dense"] = "auto",
         tol: float = 1e-3,
@@ -88,7 +89,9 @@ class JacobianSpectrum(DynamicsCallback):
         seed: int = 0,
     ) -> None:
         super().__init__(every_n_steps=every_n_steps, at_fit_end=at_fit_end, seed=seed)
-        for name, value in (("probe_size", probe_size), ("k", k), ("max_matvecs", max_matvecs),
+        if probe_size is not None:
+            check_positive_int("probe_size", probe_size)
+        for name, value in (("k", k), ("max_matvecs", max_matvecs),
                             ("density_steps", density_steps)):
             check_positive_int(name, value)
         check_choice("method", method, ("auto", "lanczos", "dense"))
@@ -105,15 +108,13 @@ class JacobianSpectrum(DynamicsCallback):
         self.previous: Optional[EigenResult] = None
 
     def prepare(self, trainer: Any, pl_module: Any) -> None:
-        share = -(-self.probe_size // trainer.world_size)
-        batches = draw_probe_batches(trainer.train_dataloader, share, pl_module.device, self.seed)
+        batches = probe_set(trainer, pl_module, self.probe_size, seed=self.seed, default_size=8,
+                            owner="JacobianSpectrum").all_batches()
         inputs = torch.cat([self.input_fn(b) for b in batches])
         if not inputs.is_floating_point():
             raise ConfigurationError(f"JacobianSpectrum needs floating-point inputs, got {inputs.dtype}: pass "
                                      "input_fn/forward_fn that differentiate through an embedding")
-        if trainer.world_size > 1:
-            inputs = trainer.strategy.all_gather(inputs).reshape(-1, *inputs.shape[1:])
-        self.inputs = inputs[canonical_order(inputs).to(inputs.device)][: self.probe_size]
+        self.inputs = inputs[canonical_order(inputs).to(inputs.device)]
         pl_module.eval()  # restored by the hygiene around prepare()
         with torch.no_grad():
             outputs = self._forward(pl_module)(self.inputs[:1])

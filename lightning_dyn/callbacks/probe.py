@@ -1,10 +1,10 @@
-"""The probe set and the loss a measurement differentiates.
+"""The probe set and the loss a measurement differentiates, as callbacks get them from a Trainer.
 
-A measurement is of a fixed function: the training loss on a fixed *probe set*, drawn once at
-the start of training, reproducibly, so that successive measurements see the same function and
-a warm start is meaningful. By default the probe set is the first ``probe_size`` samples the
-train dataloader yields; drawing them forks and restores the global RNG streams (a shuffling
-sampler draws its seed from them), so training sees the same data order as without us.
+The probe set itself (which samples, drawn how, each rank's share) is
+:func:`lightning_dyn.curvature.probe.draw_probe_set`; here it is drawn from the trainer's train
+dataloader with the trainer's rank and world size, and the loss is checked once at setup — one
+Hessian-vector product through the real model — so a setup a measurement cannot serve fails before
+training with the way out, not 10,000 steps in.
 """
 
 from __future__ import annotations
@@ -14,30 +14,33 @@ from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
-from ..curvature.hessian import HessianOperator, batch_size, tree_map_tensors
-from .rng import preserved_rng
+from ..curvature.hessian import HessianOperator, tree_map_tensors
+from ..curvature.probe import ProbeSet, ProbeSetError, draw_probe_set
+from .compat import ConfigurationError
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 
 
-def _take(batch: Any, n: int) -> Any:
-    return tree_map_tensors(lambda t: t[:n] if t.dim() > 0 else t, batch)
+def probe_set(trainer: Any, pl_module: Any, probe_size: Optional[int], *, seed: int, default_size: int,
+              owner: str) -> ProbeSet:
+    """The probe set of a callback, drawn from the trainer's train dataloader (global samples)."""
 
+    def gather(batches: list[Any]) -> list[Any]:
+        everyone = [None] * trainer.world_size
+        torch.distributed.all_gather_object(everyone, [tree_map_tensors(lambda t: t.cpu(), b) for b in batches])
+        return [tree_map_tensors(lambda t: t.to(pl_module.device), b) for share in everyone for b in share]
 
-def draw_probe_batches(dataloader: Any, probe_size: int, device: torch.device, seed: int = 0) -> list[Any]:
-    """The first ``probe_size`` samples of ``dataloader``, as a list of batches on ``device``."""
-    batches, count = [], 0
-    with preserved_rng(seed):
-        for batch in dataloader:
-            n = batch_size(batch)
-            take = min(n, probe_size - count)
-            batches.append(tree_map_tensors(lambda t: t.detach().to(device), _take(batch, take)))
-            count += take
-            if count >= probe_size:
-                break
-    return batches
+    try:
+        probe = draw_probe_set(trainer.train_dataloader, probe_size, device=pl_module.device, seed=seed,
+                               default_size=default_size, rank=trainer.global_rank, world_size=trainer.world_size,
+                               all_gather=gather)
+    except ProbeSetError as err:
+        raise ConfigurationError(f"{owner}: {err}") from None
+    rank_zero_info(f"{owner}: probe set of {probe.description}")
+    return probe
 
 
 def canonical_order(*tensors: torch.Tensor) -> torch.Tensor:
@@ -76,16 +79,43 @@ def training_step_loss(pl_module: nn.Module, batch: Any) -> torch.Tensor:
     return out
 
 
-def check_twice_differentiable(pl_module: nn.Module, loss_fn: LossFn, batch: Any) -> Optional[str]:
-    """A reason the loss cannot serve a Hessian measurement, or ``None`` when it can (evaluated
-    like a measurement: BatchNorm statistics, modes and RNG streams are left alone)."""
+def default_loss(pl_module: Any, loss_fn: Optional[LossFn], owner: str) -> LossFn:
+    """``loss_fn`` if given, else the module's ``training_step`` — refused under manual
+    optimization, where ``training_step`` runs its own backward and optimizer step, which a
+    measurement must never do."""
+    if loss_fn is not None:
+        return loss_fn
+    if not getattr(pl_module, "automatic_optimization", True):
+        raise ConfigurationError(
+            f"{owner}: this module uses manual optimization (automatic_optimization = False), so its training_step "
+            "runs backward and the optimizer step itself and cannot serve as the loss of a measurement. Pass "
+            "`loss_fn=lambda pl_module, batch: <the training loss of batch>` (no backward, no step)")
+    return training_step_loss
+
+
+def check_measurable(pl_module: nn.Module, loss_fn: LossFn, batch: Any, *, owner: str, mode: str = "eval",
+                     seed: int = 0) -> None:
+    """Take one Hessian-vector product through the real model on one probe batch (like a
+    measurement: modes, buffers and RNG streams are left alone) and raise a
+    :class:`ConfigurationError` saying why and what to do if it cannot be taken."""
+    reason = None
     try:
         with torch.enable_grad():
-            loss = HessianOperator(pl_module, loss_fn, [batch], distributed=False).loss()
+            op = HessianOperator(pl_module, loss_fn, [batch], distributed=False, mode=mode, seed=seed,
+                                 cache_graph=False)
+            loss = op.loss()
+            if not loss.requires_grad:
+                reason = "the loss does not require grad (computed under torch.no_grad() or detached?)"
+            elif not torch.isfinite(loss.detach()).all():
+                reason = f"the loss on the probe set is not finite ({float(loss.detach())})"
+            else:
+                op.matvec(torch.randn(op.size, generator=torch.Generator().manual_seed(seed)).to(op.device, op.dtype))
     except (TypeError, ValueError) as err:
-        return str(err)
-    if not loss.requires_grad:
-        return "the loss does not require grad (computed under torch.no_grad() or detached?)"
-    if not torch.isfinite(loss.detach()).all():
-        return f"the loss on the probe set is not finite ({float(loss.detach())})"
-    return None
+        reason = str(err)
+    except RuntimeError as err:
+        reason = (f"a Hessian-vector product (double backward) cannot be taken through this model: {err}. "
+                  "Attention kernels and torch.compile are handled already; for another operation without a "
+                  "second derivative, pass `loss_fn=` computing the same loss through a differentiable "
+                  "implementation of it")
+    if reason:
+        raise ConfigurationError(f"{owner} cannot measure the Hessian of this loss: {reason}")

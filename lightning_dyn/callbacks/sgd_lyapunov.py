@@ -10,9 +10,9 @@ current batch size), ``dyn/probe_loss`` and ``dyn/near_interpolation``. At fit e
 diagram (λ against η for several batch sizes) as a TensorBoard figure.
 
 The learning rate and momentum (heavy ball or Nesterov, simulated with its buffer) are read from
-the optimizer at each measurement, and the batch size from the
-train dataloader (times the world size under DDP: the averaged gradient is that of the global
-batch); batches are simulated as training draws them — random reshuffling when the loader
+the optimizer at each measurement, and the batch size is that of one optimizer step: the train
+dataloader's, times the world size under DDP (the averaged gradient is that of the global batch),
+times ``accumulate_grad_batches`` (the step averages every micro-batch's gradient); batches are simulated as training draws them — random reshuffling when the loader
 shuffles, i.i.d. otherwise (logged once, and in each history entry).
 """
 
@@ -29,7 +29,7 @@ from ..curvature.hessian import measurement_context
 from ..dynamics.sgd_lyapunov import SGDStability, sgd_lyapunov
 from .base import DynamicsCallback, Measurement, check_choice, check_positive, check_positive_int
 from .compat import ConfigurationError
-from .probe import canonical_order, check_twice_differentiable, draw_probe_batches, training_step_loss
+from .probe import canonical_order, check_measurable, default_loss, probe_set
 from .views import add_figure, stability_diagram_figure
 
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -57,14 +57,16 @@ class SGDLyapunov(DynamicsCallback):
             (mini-batch Hessian-vector products; any twice-differentiable ``loss_fn``).
         criterion: ``criterion(outputs, targets)``, the mean batch loss on ``pl_module(inputs)``;
             default: the module's ``criterion`` attribute. Needed for ``"gram"``.
-        loss_fn: ``loss_fn(pl_module, batch)`` for ``"hvp"``; default: the module's ``training_step``.
-        probe_size: samples in the probe set SGD is simulated on: the first ones the train
-            dataloader yields; under DDP each rank contributes ``probe_size / world_size`` of its
-            shard and every rank simulates the union.
+        loss_fn: ``loss_fn(pl_module, batch)`` for ``"hvp"``; default: the module's ``training_step``
+            (required under manual optimization).
+        probe_size: samples in the probe set SGD is simulated on (all ranks together; every rank
+            simulates the whole set), drawn once from the training set by a private generator;
+            default 256, or the whole training set when smaller.
         lr: the learning rate to judge (default: the optimizer's current one; its momentum and
             Nesterov flag are used too). Required when the optimizer is not SGD: the exponent is then
             that of plain SGD at this ``lr``.
-        batch_size: the batch size to judge (default: the loader's, times the world size).
+        batch_size: the batch size to judge (default: the samples behind one optimizer step — the
+            loader's batch size × the world size × ``accumulate_grad_batches``).
         batch_sizes: further batch sizes for the stability diagram (default: B/4, B/2, 2B within
             the probe set).
         sampling: how batches are drawn in the simulation: ``"reshuffle"`` or ``"iid"``; default
@@ -93,7 +95,7 @@ class SGDLyapunov(DynamicsCallback):
         mode: Literal["gram", "hvp"] = "gram",
         criterion: Optional[Criterion] = None,
         loss_fn: Optional[Callable[[Any, Any], torch.Tensor]] = None,
-        probe_size: int = 256,
+        probe_size: Optional[int] = None,
         lr: Optional[float] = None,
         batch_size: Optional[int] = None,
         batch_sizes: Optional[list[int]] = None,
@@ -110,7 +112,9 @@ class SGDLyapunov(DynamicsCallback):
         check_choice("mode", mode, ("gram", "hvp"))
         check_choice("precision", precision, ("auto", "float64", "float32"))
         check_choice("sampling", sampling, (None, "reshuffle", "iid"))
-        for name, value in (("probe_size", probe_size), ("num_steps", num_steps), ("num_lrs", num_lrs),
+        if probe_size is not None:
+            check_positive_int("probe_size", probe_size)
+        for name, value in (("num_steps", num_steps), ("num_lrs", num_lrs),
                             ("max_gram_outputs", max_gram_outputs), ("hvp_directions", hvp_directions)):
             check_positive_int(name, value)
         if num_steps < 20:
@@ -140,21 +144,21 @@ class SGDLyapunov(DynamicsCallback):
     def prepare(self, trainer: Any, pl_module: Any) -> None:
         self._check_optimizer(trainer)
         loader = trainer.train_dataloader
-        # probe_size counts all ranks' samples: each rank draws its share of its own shard
-        share = -(-self.probe_size // trainer.world_size)
-        batches = draw_probe_batches(loader, share, pl_module.device, self.seed)
+        # probe_size counts all ranks' samples; every rank simulates the whole set
+        batches = probe_set(trainer, pl_module, self.probe_size, seed=self.seed, default_size=256,
+                            owner="SGDLyapunov").all_batches()
         if not all(isinstance(b, (tuple, list)) and len(b) >= 2 for b in batches):
             raise ConfigurationError("SGDLyapunov needs (inputs, targets) batches from the train dataloader")
         inputs = torch.cat([b[0] for b in batches])
         targets = torch.cat([b[1] for b in batches])
-        if trainer.world_size > 1:  # every rank simulates the union of the ranks' probe sets
-            inputs = trainer.strategy.all_gather(inputs).reshape(-1, *inputs.shape[1:])
-            targets = trainer.strategy.all_gather(targets).reshape(-1, *targets.shape[1:])
         order = canonical_order(inputs, targets).to(inputs.device)
         self.data = (inputs[order], targets[order])
         n = len(inputs)
         self.sampling = self.sampling_arg or _sampling(loader)
-        self.global_batch = self.batch_size or int(getattr(loader, "batch_size", None) or 1) * trainer.world_size
+        # the samples behind one optimizer step: the loader's batch on every rank, every micro-batch
+        accumulate = int(getattr(trainer, "accumulate_grad_batches", 1) or 1)
+        self.global_batch = self.batch_size or \
+            int(getattr(loader, "batch_size", None) or 1) * trainer.world_size * accumulate
         if self.global_batch > n:
             raise ConfigurationError(
                 f"the batch size ({self.global_batch}) is larger than the probe set ({n} samples): raise `probe_size`")
@@ -171,10 +175,8 @@ class SGDLyapunov(DynamicsCallback):
                     f"the probe set has {n}×{outputs[0].numel()} outputs, more than max_gram_outputs="
                     f"{self.max_gram_outputs} for mode='gram': use mode='hvp', or a smaller `probe_size`")
         else:
-            self.loss_fn = self.loss_fn or training_step_loss
-            reason = check_twice_differentiable(pl_module, self.loss_fn, (inputs, targets))
-            if reason:
-                raise ConfigurationError(f"SGDLyapunov cannot differentiate this loss twice: {reason}")
+            self.loss_fn = default_loss(pl_module, self.loss_fn, "SGDLyapunov")
+            check_measurable(pl_module, self.loss_fn, (inputs, targets), owner="SGDLyapunov", seed=self.seed)
         rank_zero_info(f"SGDLyapunov: simulating SGD with batch size {self.global_batch} on {n} probe samples, "
                        f"batches drawn by {'random reshuffling' if self.sampling == 'reshuffle' else 'i.i.d. sampling'}")
 

@@ -34,7 +34,7 @@ from torch import nn
 
 from ..curvature._random import private_generator, random_vectors
 from ..curvature.eigen import EigenResult, top_eigenpairs
-from ..curvature.hessian import measurement_context
+from ..curvature.hessian import measurement_context, twice_differentiable_kernels
 from ..curvature.operator import CurvatureOperator
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
@@ -153,7 +153,8 @@ def jacobian_spectrum(
         raise ValueError(f"num_probes must be at least 2 (for a standard error), got {num_probes}")
     if inputs.dim() < 2 or len(inputs) == 0:
         raise ValueError(f"inputs must be a non-empty batch (B, ...), got shape {tuple(inputs.shape)}")
-    modes = measurement_context(model, train=train, seed=0) if isinstance(model, nn.Module) else contextlib.nullcontext()
+    modes = measurement_context(model, train=train, seed=0) if isinstance(model, nn.Module) \
+        else twice_differentiable_kernels()
     with modes:
         op = JacobianGramOperator(model, inputs)
         n = min(inputs[0].numel(), op.outputs[0].numel())

@@ -20,6 +20,16 @@ with AMSGrad), RMSprop ``P = √v + ε`` (``√(v − ḡ²) + ε`` centered). S
 ``w`` adds ``w·I`` to the Hessian, so the threshold on the loss's sharpness is lowered by ``w``.
 With several parameter groups of different learning rates the comparison is of
 ``λ_max(D H D)`` with ``D² = diag(η_i / P_i)`` against the threshold at ``η = 1``.
+
+Coordinates an adaptive optimizer has never updated. Where the second-moment estimate is exactly
+0 — every gradient so far was exactly 0 there, e.g. the embedding rows of tokens training has not
+met yet — the frozen preconditioner is ``ε`` alone, and ``P^{-1/2} H P^{-1/2}`` would amplify any
+curvature there by ``1/ε`` (10⁸). That number describes no step Adam takes: the linearisation
+holds the preconditioner fixed, while Adam's first nonzero gradient ``g`` on such a coordinate sets
+``v = (1 − β2) g²`` and its step to about ``η (1 − β1)/√(1 − β2)`` in size whatever the curvature
+— the preconditioner is set by the very gradient that would drive an instability. So these
+coordinates are left out (``D = 0`` there): the preconditioned sharpness is that of the subspace
+the optimizer has acted on, and ``StabilityScaling.never_updated`` counts what was left out.
 """
 
 from __future__ import annotations
@@ -45,6 +55,8 @@ class StabilityScaling:
     threshold: float
     scale: Optional[torch.Tensor]
     preconditioned: bool
+    #: coordinates whose adaptive preconditioner is unset (second moment exactly 0), left out
+    never_updated: int = 0
 
 
 def _kind(optimizer: torch.optim.Optimizer) -> str:
@@ -74,6 +86,11 @@ def _shared(groups: list[dict], key: str, kind: str) -> float:
     if len(values) > 1:
         raise UnsupportedOptimizer(f"parameter groups with different {key} have no single {kind} threshold")
     return values.pop()
+
+
+def is_adaptive(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether the optimizer's threshold is about a preconditioned sharpness (Adam, AdamW, RMSprop)."""
+    return _kind(optimizer) != "sgd"
 
 
 def check_supported(optimizer: torch.optim.Optimizer) -> None:
@@ -134,7 +151,7 @@ def stability_scaling(optimizer: torch.optim.Optimizer, params: Sequence[nn.Para
     if kind == "sgd" and len(lrs) == 1:
         return StabilityScaling(stability_threshold(optimizer), None, False)
     group_of = {id(p): g for g in groups for p in g["params"]}
-    pieces = []
+    pieces, never_updated = [], 0
     for p in params:
         group = group_of.get(id(p))
         if group is None:
@@ -145,12 +162,22 @@ def stability_scaling(optimizer: torch.optim.Optimizer, params: Sequence[nn.Para
             pieces.append(lr.sqrt())
             continue
         precondition = _adam_preconditioner if kind == "adam" else _rmsprop_preconditioner
-        P = precondition(optimizer.state.get(p, {}), group, p)
+        state = optimizer.state.get(p, {})
+        P = precondition(state, group, p)
         if P is None:
             raise RuntimeError(f"{type(optimizer).__name__} has no preconditioner before its first step")
-        pieces.append((lr / P.reshape(-1).double()).sqrt())
+        seen = _second_moment(state, group).reshape(-1) != 0
+        never_updated += int((~seen).sum())
+        pieces.append(torch.where(seen, (lr / P.reshape(-1).double()).sqrt(), torch.zeros_like(lr)))
     scale = torch.cat(pieces)
     weight_decay = groups[0].get("weight_decay", 0.0) if kind == "sgd" else 0.0
     if kind == "sgd" and weight_decay:
         raise UnsupportedOptimizer("SGD with weight decay and per-group learning rates has no single threshold")
-    return StabilityScaling(_unit_threshold(kind, groups[0]), scale, kind != "sgd")
+    return StabilityScaling(_unit_threshold(kind, groups[0]), scale, kind != "sgd", never_updated)
+
+
+def _second_moment(state: dict, group: dict) -> torch.Tensor:
+    """The second-moment estimate the preconditioner is built from (Adam's ``v``, RMSprop's)."""
+    if "square_avg" in state:
+        return state["square_avg"]
+    return state["max_exp_avg_sq"] if group.get("amsgrad", False) else state["exp_avg_sq"]

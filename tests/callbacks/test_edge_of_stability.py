@@ -28,7 +28,7 @@ def _fit(callbacks, *, steps=40, n=200, logger=False, module=None, **kwargs):
 def test_demo_reaches_and_holds_the_edge_of_stability(tmp_path):
     text = demo(["--steps", "2100", "--lr", "0.1", "--every", "50", "--out", str(tmp_path)])
     series = read_scalars(next(tmp_path.rglob("events.out.tfevents.*")).parent)
-    sharp = series["dyn/sharpness"]
+    sharp = series["dyn/eos_sharpness"]
     ratio = series["dyn/sharpness_ratio"]
     regime = series["dyn/regime"]
     assert all(v == pytest.approx(20.0) for _, v in series["dyn/stability_threshold"])
@@ -53,10 +53,14 @@ def test_tensorboard_views_layout_histograms_figures(tmp_path):
     acc = EventAccumulator(logger.log_dir, size_guidance={"images": 0, "histograms": 0, "scalars": 0, "tensors": 0})
     acc.Reload()
     tags = acc.Tags()
-    assert "dyn/top_eigenvalues" in tags["histograms"]
-    assert {"dyn/sharpness_figure", "dyn/spectral_density"} <= set(tags["images"])
+    assert {"dyn/top_eigenvalues", "dyn/eos_top_eigenvalues"} <= set(tags["histograms"])
+    assert {"dyn/sharpness_figure", "dyn/eos_figure", "dyn/eos_spectral_density"} <= set(tags["images"])
     assert "custom_scalars__config__" in tags["tensors"]
-    assert {"dyn/sharpness_ratio", "dyn/stability_threshold", "dyn/edge", "dyn/hessian_trace", "dyn/eig_2"} <= set(tags["scalars"])
+    assert {"dyn/sharpness_ratio", "dyn/stability_threshold", "dyn/edge", "dyn/hessian_trace", "dyn/eig_2",
+            "dyn/eos_sharpness", "dyn/eos_eig_1"} <= set(tags["scalars"])
+    # one tag, one writer: each series holds one callback's measurements only
+    assert [s.step for s in acc.Scalars("dyn/sharpness")] == [h["step"] for h in sharp.history]
+    assert [s.step for s in acc.Scalars("dyn/eos_sharpness")] == [h["step"] for h in eos.history]
 
 
 def test_stop_action_stops_training_on_crossing():
@@ -80,7 +84,8 @@ def test_adam_is_compared_through_its_preconditioner():
     eos = EdgeOfStability(every_n_steps=10, probe_size=200)
     _fit([eos], steps=20, module=SquaredLossMLP(widths=(64, 32, 10), optimizer="adam", lr=1e-3))
     assert eos.history[-1]["dyn/stability_threshold"] == pytest.approx(38 / 1e-3)
-    assert eos.history[-1]["dyn/sharpness"] > 0
+    assert eos.history[-1]["dyn/preconditioned_sharpness"] > 0
+    assert "dyn/eos_sharpness" not in eos.history[-1]
 
 
 class _NoneStep(SquaredLossMLP):

@@ -58,10 +58,10 @@ ENTRIES = [
     ContractEntry(
         name="EdgeOfStability",
         factory=lambda **kw: EdgeOfStability(**{"every_n_steps": 4, "probe_size": 256, "tol": 1e-6, **kw}),
-        tags=("dyn/sharpness_ratio", "dyn/sharpness", "dyn/stability_threshold", "dyn/regime"),
+        tags=("dyn/sharpness_ratio", "dyn/eos_sharpness", "dyn/stability_threshold", "dyn/regime"),
         bad_kwargs=[({"every_n_steps": -3}, "every_n_steps"), ({"action": "explode"}, "action"),
                     ({"act_on": "below"}, "act_on"), ({"margin": 2.0}, "margin"), ({"lr_factor": 1.5}, "lr_factor")],
-        ddp_tag="dyn/sharpness",
+        ddp_tag="dyn/eos_sharpness",
     ),
     ContractEntry(
         name="SGDLyapunov-gram",
