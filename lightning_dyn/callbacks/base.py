@@ -161,6 +161,23 @@ class DynamicsCallback(*CALLBACK_BASES):  # type: ignore[misc]
         step = trainer.global_step
         if step > 0 and step % self.every_n_steps == 0 and step != self.last_step:
             self._measure_and_log(trainer, pl_module, in_loop=True)
+        elif self.last_step < 0 and step > 0 and trainer.is_last_batch and self._awaited(trainer):
+            # an epoch ends before the first scheduled measurement while EarlyStopping or
+            # ModelCheckpoint waits for one of our tags: measure now, once, rather than let it
+            # fail with "metric not available" (later epochs find the last value)
+            self._measure_and_log(trainer, pl_module, in_loop=True)
+
+    def may_write(self, tag: str) -> bool:
+        """Whether this callback may log ``tag`` (a subclass with a fixed set of tags narrows it)."""
+        return True
+
+    def _awaited(self, trainer: Any) -> bool:
+        """A monitor (``EarlyStopping``, ``ModelCheckpoint``) waits for a ``dyn/`` tag not logged yet."""
+        watchers = list(getattr(trainer, "early_stopping_callbacks", [])) + \
+            list(getattr(trainer, "checkpoint_callbacks", []))
+        wanted = {getattr(w, "monitor", None) for w in watchers}
+        return any(isinstance(tag, str) and tag.startswith("dyn/") and tag not in trainer.callback_metrics
+                   and self.may_write(tag) for tag in wanted)
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         if self.at_fit_end and trainer.global_step != self.last_step:

@@ -347,6 +347,9 @@ class GradientExplosionMonitor(DynamicsCallback):
         if self.signal is not None:
             self.signal.detach()
 
+    def may_write(self, tag: str) -> bool:
+        return tag in MONITORABLE
+
     def monitorable(self, tag: str) -> bool:
         """The total norm, the exponent, events and skips go into the callback metrics; the median
         and the per-layer and per-block series (``dyn/<quantity>/<name>``) to the loggers only."""
