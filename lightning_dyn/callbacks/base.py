@@ -61,6 +61,29 @@ def check_choice(name: str, value: Any, allowed: tuple) -> None:
 
 
 @contextlib.contextmanager
+def rank_zero_buffers(trainer: Any, module: nn.Module) -> Iterator[None]:
+    """Under DDP, measure with global rank 0's buffers on every rank, restored bitwise after.
+
+    Each rank's BatchNorm running statistics move with its own batches (DDP broadcasts rank 0's
+    at the start of the next forward pass), so in eval mode every rank would otherwise measure a
+    slightly different function. Outside DDP this does nothing."""
+    buffers = [b for b in module.buffers() if b.is_floating_point()]
+    if getattr(trainer, "world_size", 1) <= 1 or not buffers or not torch.distributed.is_initialized():
+        yield
+        return
+    with torch.no_grad():
+        own = [b.clone() for b in buffers]
+        for b in buffers:
+            torch.distributed.broadcast(b, src=0)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, saved in zip(buffers, own):
+                b.copy_(saved)
+
+
+@contextlib.contextmanager
 def preserved_modes(module: nn.Module) -> Iterator[None]:
     modes = [(m, m.training) for m in module.modules()]
     try:
@@ -214,7 +237,7 @@ class DynamicsCallback(*CALLBACK_BASES):  # type: ignore[misc]
         step = trainer.global_step
         start = time.perf_counter()
         self.measuring_at_fit_end = not in_loop
-        with self.hygiene(pl_module):
+        with self.hygiene(pl_module), rank_zero_buffers(trainer, pl_module):
             try:
                 result: Optional[Measurement] = self.measure(trainer, pl_module)
                 failure = None

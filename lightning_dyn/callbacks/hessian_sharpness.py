@@ -19,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from ..curvature import CurvatureOperator, HessianOperator, spectral_density, top_eigenpairs, trace
 from ..curvature.eigen import EigenResult
-from .base import DynamicsCallback, Measurement, check_choice, check_positive_int
+from .base import DynamicsCallback, Measurement, check_choice, check_positive_int, rank_zero_buffers
 from .compat import ConfigurationError
 from ..curvature.probe import trainable_signature
 from .probe import check_measurable, default_loss, probe_set, training_step_loss
@@ -185,7 +185,7 @@ class HessianSharpness(DynamicsCallback):
         if wanted and self.batches and not failed_here and (self.last_density is None or self.last_density["step"] != step):
             # its own generator, so the fit-end figure does not shift a resumed run's series
             generator = torch.Generator().manual_seed(self.seed + step)
-            with self.hygiene(pl_module):
+            with self.hygiene(pl_module), rank_zero_buffers(trainer, pl_module):
                 try:
                     self.total_hvps += self._density(trainer, pl_module, step, generator)
                 except FloatingPointError as err:
