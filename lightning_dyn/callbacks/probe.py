@@ -93,11 +93,20 @@ def default_loss(pl_module: Any, loss_fn: Optional[LossFn], owner: str) -> LossF
     return training_step_loss
 
 
+#: central-difference steps (float64, unit direction) the setup check compares a product with
+CHECK_STEPS = (1e-3, 1e-4)
+#: relative disagreement between the product and its central difference that counts as wrong
+CHECK_TOLERANCE = 1e-3
+
+
 def check_measurable(pl_module: nn.Module, loss_fn: LossFn, batch: Any, *, owner: str, mode: str = "eval",
                      seed: int = 0) -> None:
     """Take one Hessian-vector product through the real model on one probe batch (like a
     measurement: modes, buffers and RNG streams are left alone) and raise a
-    :class:`ConfigurationError` saying why and what to do if it cannot be taken."""
+    :class:`ConfigurationError` saying why and what to do if it cannot be taken — or if it is
+    wrong: a product that runs through an operation whose backward is not itself differentiable
+    silently drops that operation's second derivative, so the product is compared, in float64,
+    with central differences of gradients ``(∇L(θ+εv) − ∇L(θ−εv))/2ε``, which need none."""
     reason = None
     try:
         with torch.enable_grad():
@@ -110,6 +119,7 @@ def check_measurable(pl_module: nn.Module, loss_fn: LossFn, batch: Any, *, owner
                 reason = f"the loss on the probe set is not finite ({float(loss.detach())})"
             else:
                 op.matvec(torch.randn(op.size, generator=torch.Generator().manual_seed(seed)).to(op.device, op.dtype))
+                reason = _disagreement(pl_module, loss_fn, batch, mode=mode, seed=seed)
     except (TypeError, ValueError) as err:
         reason = str(err)
     except RuntimeError as err:
@@ -119,3 +129,37 @@ def check_measurable(pl_module: nn.Module, loss_fn: LossFn, batch: Any, *, owner
                   "implementation of it")
     if reason:
         raise ConfigurationError(f"{owner} cannot measure the Hessian of this loss: {reason}")
+
+
+def _disagreement(pl_module: nn.Module, loss_fn: LossFn, batch: Any, *, mode: str, seed: int) -> Optional[str]:
+    """Why a float64 product disagrees with central differences, or ``None``.
+
+    A missing second derivative is an error that does not depend on the step ``ε``; the
+    differences' own errors do: truncation shrinks as ``ε²``, rounding grows as ``1/ε`` (a model
+    that computes part of its loss in float32 — ``transformers`` upcasts logits with ``.float()`` —
+    rounds at 1e-7), and a step that crosses a kink of a piecewise-linear activation sees a jump
+    the Hessian, defined almost everywhere, does not have. So the product is refused only when it
+    disagrees at two steps ten apart, by about the same amount (within a factor 3)."""
+    try:
+        op = HessianOperator(pl_module, loss_fn, [batch], distributed=False, mode=mode, seed=seed,
+                             cache_graph=True, dtype=torch.float64)
+        generator = torch.Generator().manual_seed(seed + 1)
+        errors = []
+        for eps in CHECK_STEPS:
+            v = torch.randn(op.size, generator=generator, dtype=torch.float64).to(op.device)
+            v /= torch.linalg.vector_norm(v)
+            exact = op.matvec(v)
+            central = (op.gradient_at(eps * v) - op.gradient_at(-eps * v)) / (2 * eps)
+            scale = max(float(torch.linalg.vector_norm(central)), float(torch.linalg.vector_norm(exact)), 1e-300)
+            errors.append(float(torch.linalg.vector_norm(exact - central)) / scale)
+            if errors[-1] <= CHECK_TOLERANCE:
+                return None
+    except (RuntimeError, TypeError, ValueError):
+        return None  # the model does not run in float64: the product itself was taken above
+    if max(errors) > 3 * min(errors):
+        return None  # the differences' own error, not the product's
+    return (f"a Hessian-vector product disagrees with central differences of the gradient by "
+            f"{min(errors):.1%} (relative, float64): an operation in the model has a backward that is not "
+            "differentiable itself (a custom autograd.Function, a fused kernel), so double backward drops its "
+            "second derivative. Pass `loss_fn=` computing the same loss through a differentiable implementation "
+            "of it")

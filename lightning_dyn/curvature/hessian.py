@@ -265,6 +265,26 @@ class HessianOperator(CurvatureOperator):
             dist.all_reduce(total)
         return total.div_(self.total_weight)
 
+    def gradient_at(self, shift: torch.Tensor) -> torch.Tensor:
+        """The flat gradient ``∇L(θ + shift)`` of the probe loss, by first-order backward only (the
+        module's parameters are not touched: the shifted point is substituted). Central differences
+        ``(∇L(θ+εv) − ∇L(θ−εv))/2ε`` of it check a product against a method that needs no second
+        derivative."""
+        shifted = {"model." + n: (self._tensors["model." + n].detach() + s).requires_grad_(True)
+                   for n, s in zip(self.param_names, self.unflatten(shift.to(self.device, self.dtype)))}
+        total = torch.zeros(self.size, device=self.device, dtype=self.dtype)
+        with measurement_context(self.model, train=self.train_mode, seed=self.seed):
+            buffers = {k: v for k, v in self._arguments().items() if k not in self._tensors}
+            inputs = [shifted["model." + n] for n in self.param_names]
+            for batch, w in zip(self.batches, self.weights):
+                loss = self._loss({**shifted, **buffers}, batch)
+                grads = torch.autograd.grad(loss, inputs, allow_unused=True)
+                total.add_(self.flatten([torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs)]),
+                           alpha=w)
+        if self.distributed:
+            dist.all_reduce(total)
+        return total.div_(self.total_weight)
+
     def _first_order(self, i: int) -> tuple[list[torch.Tensor], list[int]]:
         """Gradient of batch ``i``'s loss with its graph; indices of entries that depend on θ."""
         if i in self._graphs:

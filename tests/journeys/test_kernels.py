@@ -1,0 +1,137 @@
+"""Models whose kernels have no second derivative in training: ``torch.compile`` (AOTAutograd
+refuses double backward) measured without a workaround, and an operation that truly has none,
+refused at setup — one product, before training — with the way out."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from lightning.pytorch.callbacks import EarlyStopping
+from torch import nn
+from torch.autograd.function import once_differentiable
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_dyn import EdgeOfStability, HessianSharpness
+from lightning_dyn.callbacks import ConfigurationError
+from lightning_dyn.data import digits_tensors
+from tests.journeys.common import fit, reference_top_eigenvalue, training_state
+
+
+def _net() -> nn.Sequential:
+    return nn.Sequential(nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10))
+
+
+class Classifier(pl.LightningModule):
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = F.cross_entropy(self(x), y)
+        self.log("train_loss", loss)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def cross_entropy(model, batch):
+    x, y = batch
+    return F.cross_entropy(model(x), y)
+
+
+def _loader() -> DataLoader:
+    x, y = digits_tensors(160, targets="index")
+    return DataLoader(TensorDataset(x, y), batch_size=40, shuffle=True)
+
+
+def _run(callbacks: list, compiled: bool, **kwargs):
+    pl.seed_everything(0, verbose=False)
+    net = _net()
+    module = Classifier(torch.compile(net, backend="aot_eager") if compiled else net)
+    return fit(module, _loader(), callbacks, max_steps=8, **kwargs), module, net
+
+
+def test_a_compiled_module_is_measured_eagerly_and_left_alone():
+    (trainer, module, _) = _run([], compiled=True)
+    plain = training_state(trainer, module)
+    sharp = HessianSharpness(every_n_steps=4, tol=1e-6, probe_size=80)
+    trainer, module, net = _run([sharp], compiled=True)
+    torch.testing.assert_close(training_state(trainer, module), plain, rtol=0, atol=0)
+    assert [h["step"] for h in sharp.history] == [4, 8]
+    want = reference_top_eigenvalue(Classifier(net), cross_entropy, sharp.batches)
+    assert sharp.history[-1]["dyn/sharpness"] == pytest.approx(want, rel=1e-5)
+
+
+class _FirstOrderTanh(torch.autograd.Function):
+    """tanh whose backward has no derivative of its own (as some fused kernels)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.tanh(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return grad * (1 - y * y)
+
+
+class _KernelTanh(_FirstOrderTanh):
+    """tanh whose backward refuses to be differentiated, as fused kernels do."""
+
+    @staticmethod
+    def backward(ctx, grad):
+        if torch.is_grad_enabled():
+            raise RuntimeError("derivative for aten::_my_fused_tanh_backward is not implemented")
+        (y,) = ctx.saved_tensors
+        return grad * (1 - y * y)
+
+
+class FirstOrderTanh(nn.Module):
+    def __init__(self, function: type = _FirstOrderTanh) -> None:
+        super().__init__()
+        self.function = function
+
+    def forward(self, x):
+        return self.function.apply(x)
+
+
+@pytest.mark.parametrize("function, message", [
+    (_KernelTanh, r"cannot be taken through this model: derivative for aten::_my_fused_tanh_backward"),
+    # the silent case: double backward runs but drops tanh's second derivative; caught against differences
+    (_FirstOrderTanh, r"disagrees with central differences of the gradient by \d+"),
+], ids=["raises", "silently-wrong"])
+def test_an_operation_without_a_second_derivative_is_refused_at_setup_with_the_way_out(function, message):
+    pl.seed_everything(0, verbose=False)
+    module = Classifier(nn.Sequential(nn.Linear(64, 32), FirstOrderTanh(function), nn.Linear(32, 10)))
+    callback = EdgeOfStability(every_n_steps=4)
+    with pytest.raises(ConfigurationError, match=message + r".*[pP]ass `loss_fn=`"):
+        fit(module, _loader(), [callback], max_steps=8)
+    assert callback.history == [] and module.global_step == 0
+
+
+def test_piecewise_linear_activations_pass_the_setup_check():
+    pl.seed_everything(0, verbose=False)
+    module = Classifier(nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
+                                      nn.MaxPool1d(2), nn.Linear(128, 10)))
+    callback = HessianSharpness(every_n_steps=4, probe_size=160)
+    fit(module, _loader(), [callback], max_steps=4)
+    assert [h["step"] for h in callback.history] == [4]
+
+
+def test_early_stopping_on_a_tag_measured_less_often_than_an_epoch():
+    # 4 steps an epoch, a measurement every 6: EarlyStopping checks at the end of epoch 1 (step 4)
+    eos = EdgeOfStability(every_n_steps=6, probe_size=80, density_at_fit_end=False)
+    stopper = EarlyStopping(monitor="dyn/sharpness_ratio", mode="max", patience=100)
+    trainer, _, _ = _run([eos, stopper], compiled=False)
+    assert trainer.global_step == 8
+    assert [h["step"] for h in eos.history] == [4, 6, 8]  # once at the first epoch's end, then on schedule
