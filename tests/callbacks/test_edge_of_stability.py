@@ -123,3 +123,65 @@ def test_shipped_configs_run_and_report(config, tmp_path):
     run_dir, text = fit_config_and_report(config, tmp_path, "--trainer.max_steps", "10",
                                           "--trainer.callbacks.init_args.every_n_steps", "5")
     assert "sharpness" in text and (run_dir / "edge_of_stability.png").exists()
+
+
+class _TokenClassifier(pl.LightningModule):
+    """Embedding → linear; trained with Adam on tokens 0–7 only, while the probe set holds 8 and 9."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Flatten(), torch.nn.Linear(8, 3))
+
+    def forward(self, tokens):
+        return self.net(tokens)
+
+    def training_step(self, batch, batch_idx):
+        return torch.nn.functional.cross_entropy(self(batch[0]), batch[1])
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=1e-2)
+
+
+def test_adam_coordinates_never_updated_are_left_out_of_the_preconditioned_sharpness():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lightning_dyn.curvature import DenseOperator, top_eigenpairs
+    from lightning_dyn.dynamics.stability import stability_scaling
+    from tests.helpers import dense_hessian
+
+    g = torch.Generator().manual_seed(0)
+    seen = torch.randint(0, 8, (24, 2), generator=g)
+    unseen = torch.tensor([[8, 9], [9, 8], [8, 8], [9, 9]])
+    tokens = torch.cat([seen, unseen])
+    labels = torch.randint(0, 3, (28,), generator=g)
+    probe = [(tokens, labels)]
+    # the loader serves only the first 24 samples (tokens 0–7): rows 8 and 9 of the embedding never get a gradient
+    loader = DataLoader(TensorDataset(seen, labels[:24]), batch_size=8)
+    pl.seed_everything(0, verbose=False)
+    module = _TokenClassifier()
+    eos = EdgeOfStability(every_n_steps=3, probe_batches=probe, tol=1e-8, max_matvecs=80, density_at_fit_end=False,
+                          loss_fn=lambda m, b: torch.nn.functional.cross_entropy(m(b[0]), b[1]))
+    trainer = pl.Trainer(max_steps=3, callbacks=[eos], logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, loader)
+    # rows 8 and 9 of the 10×4 embedding: 8 coordinates whose second moment is exactly 0
+    assert eos.history[-1]["dyn/never_updated_coordinates"] == 8
+    optimizer = trainer.optimizers[0]
+    params = list(module.parameters())
+    scaling = stability_scaling(optimizer, params)
+    H = dense_hessian(module.net, lambda m, b: torch.nn.functional.cross_entropy(m(b[0]), b[1]), probe)
+    D = scaling.scale.double()
+    assert int((D == 0).sum()) == 8 and D[32:40].eq(0).all()  # embedding rows 8, 9 (flat 32..39)
+    lr = optimizer.param_groups[0]["lr"]
+    want = float(torch.linalg.eigvalsh(D[:, None] * H * D[None, :] / lr)[-1])
+    assert eos.history[-1]["dyn/preconditioned_sharpness"] == pytest.approx(want, rel=1e-6)
+    # what ε alone would have made of those rows: the curvature there amplified by about 1/ε
+    state = [optimizer.state[p] for p in params]
+    t = float(state[0]["step"])
+    beta1, beta2 = optimizer.param_groups[0]["betas"]
+    P = torch.cat([(1 - beta1**t) * ((s["exp_avg_sq"].reshape(-1).double() / (1 - beta2**t)).sqrt() + 1e-8)
+                   for s in state])
+    raw = P.rsqrt()
+    unmasked = float(torch.linalg.eigvalsh(raw[:, None] * H * raw[None, :])[-1])
+    assert unmasked > 1e3 * want
+    assert top_eigenpairs(DenseOperator(D[:, None] * H * D[None, :] / lr), tol=1e-10).values[0] == pytest.approx(want)
