@@ -78,7 +78,7 @@ def main() -> None:
           f"median {statistics.median(ref.hvps):.0f} HVPs per measurement")
     print(f"EdgeOfStability HVPs per measurement: median {statistics.median(h['hvps'] for h in eos.history):.0f}, "
           f"mean {eos.total_hvps / len(eos.history):.1f} (a cold measurement every 10th)")
-    agree = [abs(a["dyn/sharpness"] - b) / b for a, b in zip(eos.history, ref.values)]
+    agree = [abs(a["dyn/eos_sharpness"] - b) / b for a, b in zip(eos.history, ref.values)]
     print(f"EdgeOfStability vs eigsh: median relative difference {statistics.median(agree):.1e}, max {max(agree):.1e}")
 
 
