@@ -11,7 +11,8 @@ draws that set once, with these guarantees:
   global RNG streams are never touched, so training sees the data order it would see without
   us, and two callbacks with the same seed draw the same set whatever else is attached. Only an
   iterable dataset is read through the loader; then the loader's and its sampler's generators
-  are saved and restored around the draw, like the global streams.
+  are saved and restored around the draw, like the global streams (a generator the iterable
+  dataset keeps for itself is beyond reach: give it a map-style dataset, or ``probe_batches``).
 * **One meaning of ``probe_size`` under DDP: global samples.** Every rank draws the same global
   indices from the (replicated) dataset; rank ``r`` of ``W`` keeps every ``W``-th sample from the
   ``r``-th on as its share for products that are all-reduced (:class:`HessianOperator`), and
