@@ -30,6 +30,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .operator import CurvatureOperator
+from .substitution import slots, substituted_call
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 
@@ -196,6 +197,7 @@ class HessianOperator(CurvatureOperator):
         self.batches = [tree_map_tensors(to_device, b) for b in batches]
         self.weights = [float(batch_size(b)) for b in self.batches]
         self._wrapper = _LossModule(model, loss_fn)
+        self._slots = slots(self._wrapper)
         self._buffers = [(n, b) for n, b in model.named_buffers()]
         self._tensors = {
             "model." + n: (p.detach().to(self.dtype) if self._cast else p.detach()).requires_grad_(backend == "double_backward")
@@ -235,7 +237,7 @@ class HessianOperator(CurvatureOperator):
         return {**self._tensors, **buffers}
 
     def _loss(self, tensors: dict[str, torch.Tensor], batch: Any) -> torch.Tensor:
-        loss = torch.func.functional_call(self._wrapper, tensors, (batch,))
+        loss = substituted_call(self._wrapper, self._slots, tensors, (batch,))
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             raise ValueError("loss_fn(model, batch) must return a scalar tensor")
         return loss.reshape(())

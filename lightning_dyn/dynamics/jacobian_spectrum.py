@@ -24,7 +24,6 @@ eigenvalues per sample and ``⟨σ²⟩`` is the mean over the ``d_out`` others.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 from typing import Callable, Literal, Optional, Union

@@ -23,7 +23,9 @@ from typing import Optional
 
 import torch
 from torch import nn
-from torch.func import functional_call, jacrev, vmap
+from torch.func import jacrev, vmap
+
+from ..curvature.substitution import slots, substituted_call
 
 #: default cap on the explicit Jacobian (bytes)
 MAX_JACOBIAN_BYTES = 4 * 2**30
@@ -88,8 +90,7 @@ def _structured_ntk(model: nn.Module, inputs: torch.Tensor, layers: list[nn.Line
 
 def _explicit_ntk(model: nn.Module, inputs: torch.Tensor, max_bytes: int) -> tuple[torch.Tensor, torch.Tensor]:
     params = {k: v.detach() for k, v in _trainable(model).items()}
-    frozen = {k: v for k, v in model.named_parameters() if not v.requires_grad}
-    buffers = dict(model.named_buffers())
+    table = slots(model)
     n = inputs.shape[0]
     with torch.no_grad():
         outputs = model(inputs).reshape(n, -1)
@@ -101,7 +102,7 @@ def _explicit_ntk(model: nn.Module, inputs: torch.Tensor, max_bytes: int) -> tup
             f"({need / 2**30:.1f} GiB, cap {max_bytes / 2**30:.1f} GiB): use mode='hvp', or a smaller probe set")
 
     def single(p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        return functional_call(model, (p, frozen, buffers), (x.unsqueeze(0),)).reshape(-1)
+        return substituted_call(model, table, p, (x.unsqueeze(0),)).reshape(-1)
 
     jac = vmap(jacrev(single), in_dims=(None, 0), chunk_size=64)(params, inputs)
     J = torch.cat([j.reshape(n * C, -1) for j in jac.values()], dim=1)

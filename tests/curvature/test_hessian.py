@@ -127,3 +127,45 @@ def test_gradient_matches_autograd(backend):
     expected = torch.cat([t.reshape(-1) for t in torch.autograd.grad(loss, list(model.parameters()))])
     torch.testing.assert_close(g, expected, rtol=1e-12, atol=1e-14)
     assert all(p.grad is None for p in model.parameters())
+
+
+class _AliasedAndTied(nn.Module):
+    """A submodule under two paths (``self.backbone = self.body[0]``) and one weight in two modules."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)), nn.Tanh())
+        self.backbone = self.body[0]
+        self.tied = nn.Linear(4, 4, bias=False)
+        self.tied_again = nn.Linear(4, 4, bias=False)
+        self.tied_again.weight = self.tied.weight
+
+    def forward(self, x):
+        h = self.body(x)
+        return self.tied_again(torch.tanh(self.tied(h))).sum(1)
+
+
+def test_aliased_modules_and_tied_weights_are_substituted_once_and_left_untouched():
+    torch.manual_seed(0)
+    model = _AliasedAndTied().double().eval()
+    before = {n: p for n, p in model.named_parameters(remove_duplicate=False)}
+    x = torch.randn(7, 3, dtype=torch.float64)
+    loss_fn = lambda m, b: m(b).pow(2).mean()  # noqa: E731
+    op = HessianOperator(model, loss_fn, [x])
+    v = torch.randn(op.size, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    hv = op @ v
+    # the model holds its own Parameters afterwards, under every path
+    assert all(dict(model.named_parameters(remove_duplicate=False))[n] is p for n, p in before.items())
+    assert model.tied_again.weight is model.tied.weight and isinstance(model.backbone[0].weight, nn.Parameter)
+    # the product is the Hessian of the loss in the unique parameters (the tied weight used twice)
+    names = [n for n, _ in model.named_parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    shapes = [p.shape for p in model.parameters()]
+
+    def f(theta):
+        pieces = dict(zip(names, (c.view(s) for c, s in zip(torch.split(theta, [s.numel() for s in shapes]), shapes))))
+        pieces["tied_again.weight"] = pieces["tied.weight"]  # both modules; the aliased one is reached via body.0
+        return loss_fn(lambda b: torch.func.functional_call(model, pieces, (b,), tie_weights=False), x)
+
+    H = torch.autograd.functional.hessian(f, flat)
+    torch.testing.assert_close(hv, H @ v, rtol=1e-10, atol=1e-12)

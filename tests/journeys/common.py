@@ -86,3 +86,28 @@ def training_state(trainer: pl.Trainer, module: pl.LightningModule) -> dict[str,
     return {"state": {k: v.detach().clone() for k, v in module.state_dict().items()},
             "optimizer": [o.state_dict() for o in trainer.optimizers],
             "torch_rng": torch.get_rng_state()}
+
+
+def cross_entropy(model: Any, batch: Any) -> torch.Tensor:
+    """The classifiers' loss, as a ``loss_fn(model, batch)``."""
+    x, y = batch
+    return torch.nn.functional.cross_entropy(model(x), y)
+
+
+class Classifier(pl.LightningModule):
+    """``net`` trained on cross-entropy by SGD over the parameters that train (fine-tuning freezes some)."""
+
+    def __init__(self, net: torch.nn.Module, lr: float = 0.1, momentum: float = 0.0) -> None:
+        super().__init__()
+        self.net, self.lr, self.momentum = net, lr, momentum
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss = cross_entropy(self, batch)
+        self.log("train_loss", loss)
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD([p for p in self.parameters() if p.requires_grad], lr=self.lr, momentum=self.momentum)

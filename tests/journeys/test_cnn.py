@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_dyn import (EdgeOfStability, GradientExplosionMonitor, HessianSharpness, JacobianSpectrum,
                            SGDLyapunov)
 from lightning_dyn.data import digits_tensors
-from tests.journeys.common import fit, reference_top_eigenvalue, training_state
+from tests.journeys.common import Classifier, cross_entropy, fit, reference_top_eigenvalue, training_state
 
 
 class BasicBlock(nn.Module):
@@ -26,7 +26,7 @@ class BasicBlock(nn.Module):
         return F.relu(x + self.bn(self.conv(x)))
 
 
-class SmallResNet(pl.LightningModule):
+class SmallResNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), nn.ReLU())
@@ -36,24 +36,10 @@ class SmallResNet(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.blocks(self.stem(x.view(-1, 1, 8, 8))))
 
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        loss = F.cross_entropy(self(x), y)
-        self.log("train_loss", loss)
-        return loss
 
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
-
-
-def cross_entropy(model, batch):
-    x, y = batch
-    return F.cross_entropy(model(x), y)
-
-
-def _run(callbacks: list, steps: int = 16) -> tuple[pl.Trainer, SmallResNet]:
+def _run(callbacks: list, steps: int = 16) -> tuple[pl.Trainer, Classifier]:
     pl.seed_everything(0, verbose=False)
-    module = SmallResNet()
+    module = Classifier(SmallResNet(), lr=0.05, momentum=0.9)
     x, y = digits_tensors(160, targets="index")
     loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(1))
     trainer = fit(module, loader, callbacks, max_steps=steps, accumulate_grad_batches=2)

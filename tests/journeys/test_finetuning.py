@@ -8,41 +8,27 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import BackboneFinetuning
 from torch import nn
-from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_dyn import EdgeOfStability, GradientExplosionMonitor, HessianSharpness
 from lightning_dyn.data import digits_tensors
-from tests.journeys.common import fit, reference_top_eigenvalue, training_state
+from tests.journeys.common import Classifier, cross_entropy, fit, reference_top_eigenvalue, training_state
 
 LR = 0.1
 
 
-class Classifier(pl.LightningModule):
+class Finetuned(Classifier):
+    """A backbone and a head; ``BackboneFinetuning`` finds ``self.backbone``."""
+
     def __init__(self) -> None:
-        super().__init__()
-        self.backbone = nn.Sequential(nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh())
-        self.head = nn.Linear(32, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return F.cross_entropy(self(x), y)
-
-    def configure_optimizers(self):
-        return torch.optim.SGD([p for p in self.parameters() if p.requires_grad], lr=LR)
+        super().__init__(nn.Sequential(nn.Sequential(nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh()),
+                                       nn.Linear(32, 10)), lr=LR)
+        self.backbone = self.net[0]
 
 
-def cross_entropy(model, batch):
-    x, y = batch
-    return F.cross_entropy(model(x), y)
-
-
-def _run(callbacks: list) -> tuple[pl.Trainer, Classifier]:
+def _run(callbacks: list) -> tuple[pl.Trainer, Finetuned]:
     pl.seed_everything(0, verbose=False)
-    module = Classifier()
+    module = Finetuned()
     x, y = digits_tensors(160, targets="index")
     loader = DataLoader(TensorDataset(x, y), batch_size=40, shuffle=True)
     trainer = fit(module, loader, [BackboneFinetuning(unfreeze_backbone_at_epoch=1), *callbacks], max_steps=12)
@@ -74,7 +60,7 @@ def test_backbone_finetuning_is_followed_across_the_unfreeze():
     assert eos.history[-1]["dyn/eos_sharpness"] == pytest.approx(want, rel=1e-5)
     # the monitor re-derives its layers and blocks: the backbone's norms and the depth profile appear
     before, after = monitor.history[1], monitor.history[-1]
-    assert "dyn/grad_norm_preclip/backbone.0" not in before and "dyn/backprop_lyapunov" not in before
-    assert "dyn/grad_norm_preclip/backbone.0" in after and "dyn/backprop_lyapunov" in after
+    assert "dyn/grad_norm_preclip/net.0.0" not in before and "dyn/backprop_lyapunov" not in before
+    assert "dyn/grad_norm_preclip/net.0.0" in after and "dyn/backprop_lyapunov" in after
     unique = {id(p): p for p in module.parameters()}
     assert len(monitor._params) == len(unique)

@@ -10,40 +10,16 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping
 from torch import nn
 from torch.autograd.function import once_differentiable
-from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_dyn import EdgeOfStability, HessianSharpness
 from lightning_dyn.callbacks import ConfigurationError
 from lightning_dyn.data import digits_tensors
-from tests.journeys.common import fit, reference_top_eigenvalue, training_state
+from tests.journeys.common import Classifier, cross_entropy, fit, reference_top_eigenvalue, training_state
 
 
 def _net() -> nn.Sequential:
     return nn.Sequential(nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10))
-
-
-class Classifier(pl.LightningModule):
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x):
-        return self.net(x)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        loss = F.cross_entropy(self(x), y)
-        self.log("train_loss", loss)
-        return loss
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
-
-
-def cross_entropy(model, batch):
-    x, y = batch
-    return F.cross_entropy(model(x), y)
 
 
 def _loader() -> DataLoader:

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_dyn import EdgeOfStability, GradientExplosionMonitor, HessianSharpness, SGDLyapunov
 from lightning_dyn.callbacks import ConfigurationError
 from lightning_dyn.data import digits_tensors
-from tests.journeys.common import fit, reference_top_eigenvalue, training_state
+from tests.journeys.common import cross_entropy, fit, reference_top_eigenvalue, training_state
 
 
 class ManualModule(pl.LightningModule):
@@ -41,11 +41,6 @@ class ManualModule(pl.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.5)
-
-
-def cross_entropy(model, batch):
-    x, y = batch
-    return F.cross_entropy(model(x), y)
 
 
 def _run(callbacks: list) -> tuple[pl.Trainer, ManualModule]:

@@ -4,31 +4,14 @@ uninspected steps, warm starts, the probe set's generator): the resumed run cont
 from __future__ import annotations
 
 import lightning.pytorch as pl
-import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
-from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_dyn import EdgeOfStability, GradientExplosionMonitor, HessianSharpness
 from lightning_dyn.data import digits_tensors
-
-
-class Classifier(pl.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 10))
-
-    def forward(self, x):
-        return self.net(x)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return F.cross_entropy(self(x), y)
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
+from tests.journeys.common import Classifier
 
 
 def _callbacks():
@@ -43,7 +26,8 @@ def _fit(callbacks, root, *, ckpt_path=None, extra=()):
     loader = DataLoader(TensorDataset(x, y), batch_size=40, shuffle=False)  # 4 steps an epoch
     trainer = pl.Trainer(max_steps=12, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, default_root_dir=str(root), callbacks=[*callbacks, *extra])
-    trainer.fit(Classifier(), loader, ckpt_path=ckpt_path)
+    net = nn.Sequential(nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 10))
+    trainer.fit(Classifier(net, momentum=0.9), loader, ckpt_path=ckpt_path)
     return trainer
 
 
