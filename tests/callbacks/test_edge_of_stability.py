@@ -15,6 +15,7 @@ from lightning_dyn.dynamics import REGIMES
 from lightning_dyn.models import SquaredLossMLP
 from lightning_dyn.report import read_scalars
 from tests.helpers import fit_config_and_report
+from tests.contract.harness import seed_all
 
 
 def _fit(callbacks, *, steps=40, n=200, logger=False, module=None, **kwargs):
@@ -157,7 +158,7 @@ def test_adam_coordinates_never_updated_are_left_out_of_the_preconditioned_sharp
     probe = [(tokens, labels)]
     # the loader serves only the first 24 samples (tokens 0–7): rows 8 and 9 of the embedding never get a gradient
     loader = DataLoader(TensorDataset(seen, labels[:24]), batch_size=8)
-    pl.seed_everything(0, verbose=False)
+    seed_all(0)
     module = _TokenClassifier()
     eos = EdgeOfStability(every_n_steps=3, probe_batches=probe, tol=1e-8, max_matvecs=80, density_at_fit_end=False,
                           loss_fn=lambda m, b: torch.nn.functional.cross_entropy(m(b[0]), b[1]))

@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse.linalg
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from tests.contract.harness import seed_all
 
 
 def _float64(batch: Any) -> Any:
@@ -72,7 +73,7 @@ class _Swap:
 
 def fit(module: pl.LightningModule, loader: Any, callbacks: list, *, seed: int = 0, **trainer_kwargs: Any) -> pl.Trainer:
     """Seed everything and fit on a real CPU Trainer, quietly."""
-    pl.seed_everything(seed, verbose=False)
+    seed_all(seed)
     kwargs = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                   enable_model_summary=False)
     kwargs.update(trainer_kwargs)

@@ -14,6 +14,7 @@ from lightning_dyn import (EdgeOfStability, GradientExplosionMonitor, HessianSha
                            SGDLyapunov)
 from lightning_dyn.data import digits_tensors
 from tests.journeys.common import Classifier, cross_entropy, fit, reference_top_eigenvalue, training_state
+from tests.contract.harness import seed_all
 
 
 class BasicBlock(nn.Module):
@@ -38,7 +39,7 @@ class SmallResNet(nn.Module):
 
 
 def _run(callbacks: list, steps: int = 16) -> tuple[pl.Trainer, Classifier]:
-    pl.seed_everything(0, verbose=False)
+    seed_all(0)
     module = Classifier(SmallResNet(), lr=0.05, momentum=0.9)
     x, y = digits_tensors(160, targets="index")
     loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(1))

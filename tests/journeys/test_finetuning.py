@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_dyn import EdgeOfStability, GradientExplosionMonitor, HessianSharpness
 from lightning_dyn.data import digits_tensors
 from tests.journeys.common import Classifier, cross_entropy, fit, reference_top_eigenvalue, training_state
+from tests.contract.harness import seed_all
 
 LR = 0.1
 
@@ -27,7 +28,7 @@ class Finetuned(Classifier):
 
 
 def _run(callbacks: list) -> tuple[pl.Trainer, Finetuned]:
-    pl.seed_everything(0, verbose=False)
+    seed_all(0)
     module = Finetuned()
     x, y = digits_tensors(160, targets="index")
     loader = DataLoader(TensorDataset(x, y), batch_size=40, shuffle=True)

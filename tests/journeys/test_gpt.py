@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_dyn import EdgeOfStability, GradientExplosionMonitor, HessianSharpness, JacobianSpectrum
 from tests.journeys.common import fit, reference_top_eigenvalue, training_state
+from tests.contract.harness import seed_all
 
 transformers = pytest.importorskip("transformers")
 
@@ -71,7 +72,7 @@ class UniqueGradientNorm(pl.Callback):
 
 
 def _run(callbacks: list) -> tuple[pl.Trainer, TinyGPT]:
-    pl.seed_everything(0, verbose=False)
+    seed_all(0)
     module = TinyGPT()
     loader = DataLoader(sequences(), batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(1))
     trainer = fit(module, loader, callbacks, max_steps=12, accumulate_grad_batches=2, gradient_clip_val=1.0)

@@ -4,7 +4,6 @@ refused at setup — one product, before training — with the way out."""
 
 from __future__ import annotations
 
-import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
@@ -16,6 +15,7 @@ from lightning_dyn import EdgeOfStability, HessianSharpness
 from lightning_dyn.callbacks import ConfigurationError
 from lightning_dyn.data import digits_tensors
 from tests.journeys.common import Classifier, cross_entropy, fit, reference_top_eigenvalue, training_state
+from tests.contract.harness import seed_all
 
 
 def _net() -> nn.Sequential:
@@ -28,7 +28,7 @@ def _loader() -> DataLoader:
 
 
 def _run(callbacks: list, compiled: bool, **kwargs):
-    pl.seed_everything(0, verbose=False)
+    seed_all(0)
     net = _net()
     module = Classifier(torch.compile(net, backend="aot_eager") if compiled else net)
     return fit(module, _loader(), callbacks, max_steps=8, **kwargs), module, net
@@ -87,7 +87,7 @@ class FirstOrderTanh(nn.Module):
     (_FirstOrderTanh, r"disagrees with central differences of the gradient by \d+"),
 ], ids=["raises", "silently-wrong"])
 def test_an_operation_without_a_second_derivative_is_refused_at_setup_with_the_way_out(function, message):
-    pl.seed_everything(0, verbose=False)
+    seed_all(0)
     module = Classifier(nn.Sequential(nn.Linear(64, 32), FirstOrderTanh(function), nn.Linear(32, 10)))
     callback = EdgeOfStability(every_n_steps=4)
     with pytest.raises(ConfigurationError, match=message + r".*[pP]ass `loss_fn=`"):
@@ -96,7 +96,7 @@ def test_an_operation_without_a_second_derivative_is_refused_at_setup_with_the_w
 
 
 def test_piecewise_linear_activations_pass_the_setup_check():
-    pl.seed_everything(0, verbose=False)
+    seed_all(0)
     module = Classifier(nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
                                       nn.MaxPool1d(2), nn.Linear(128, 10)))
     callback = HessianSharpness(every_n_steps=4, probe_size=160)

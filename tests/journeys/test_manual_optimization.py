@@ -17,6 +17,7 @@ from lightning_dyn import EdgeOfStability, GradientExplosionMonitor, HessianShar
 from lightning_dyn.callbacks import ConfigurationError
 from lightning_dyn.data import digits_tensors
 from tests.journeys.common import cross_entropy, fit, reference_top_eigenvalue, training_state
+from tests.contract.harness import seed_all
 
 
 class ManualModule(pl.LightningModule):
@@ -44,7 +45,7 @@ class ManualModule(pl.LightningModule):
 
 
 def _run(callbacks: list) -> tuple[pl.Trainer, ManualModule]:
-    pl.seed_everything(0, verbose=False)
+    seed_all(0)
     module = ManualModule()
     x, y = digits_tensors(160, targets="index")
     trainer = fit(module, DataLoader(TensorDataset(x, y), batch_size=40, shuffle=True), callbacks, max_steps=8)

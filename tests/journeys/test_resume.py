@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_dyn import EdgeOfStability, GradientExplosionMonitor, HessianSharpness
 from lightning_dyn.data import digits_tensors
 from tests.journeys.common import Classifier
+from tests.contract.harness import seed_all
 
 
 def _callbacks():
@@ -21,7 +22,7 @@ def _callbacks():
 
 
 def _fit(callbacks, root, *, ckpt_path=None, extra=()):
-    pl.seed_everything(0, verbose=False)
+    seed_all(0)
     x, y = digits_tensors(160, targets="index")
     loader = DataLoader(TensorDataset(x, y), batch_size=40, shuffle=False)  # 4 steps an epoch
     trainer = pl.Trainer(max_steps=12, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
