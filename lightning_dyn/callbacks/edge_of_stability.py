@@ -55,6 +55,7 @@ class EdgeOfStability(HessianSharpness):
         loss_fn: ``loss_fn(pl_module, batch) -> scalar``; default: the module's ``training_step``
             (required under manual optimization).
         mode: ``"eval"`` or ``"train"`` (see ``HessianSharpness``).
+        backend: ``"auto"``, ``"double_backward"`` or ``"finite_difference"`` (see ``HessianSharpness``).
         cold_every: re-measure cold every this many measurements (``None``: never).
         action: what to do when ``act_on`` is reached: ``"none"`` (default), ``"warn"``, ``"stop"``,
             ``"reduce_lr"``.
@@ -82,6 +83,7 @@ class EdgeOfStability(HessianSharpness):
         probe_batches: Optional[list] = None,
         loss_fn: Optional[Callable[[Any, Any], torch.Tensor]] = None,
         mode: Literal["eval", "train"] = "eval",
+        backend: Literal["auto", "double_backward", "finite_difference"] = "auto",
         cold_every: Optional[int] = 10,
         action: Literal["none", "warn", "stop", "reduce_lr"] = "none",
         act_on: Literal["above", "edge"] = "above",
@@ -93,7 +95,8 @@ class EdgeOfStability(HessianSharpness):
         seed: int = 0,
     ) -> None:
         super().__init__(every_n_steps=every_n_steps, k=k, tol=tol, max_matvecs=max_matvecs, probe_size=probe_size,
-                         probe_batches=probe_batches, loss_fn=loss_fn, mode=mode, cold_every=cold_every,
+                         probe_batches=probe_batches, loss_fn=loss_fn, mode=mode, backend=backend,
+                         cold_every=cold_every,
                          at_fit_end=at_fit_end, seed=seed)
         check_choice("action", action, ("none", "warn", "stop", "reduce_lr"))
         check_choice("act_on", act_on, ("above", "edge"))

@@ -47,6 +47,10 @@ class HessianSharpness(DynamicsCallback):
             (a tensor or a dict with ``"loss"``), with its ``self.log`` calls muted. Required under
             manual optimization (that ``training_step`` steps the optimizer itself).
         mode: ``"eval"`` (default; Dropout off, BatchNorm running statistics) or ``"train"``.
+        backend: how Hessian-vector products are taken: ``"auto"`` (default: one product at setup
+            decides — double backward where it runs and is right, else central differences of
+            gradients, said in one line), ``"double_backward"`` or ``"finite_difference"``. The cost
+            is logged as ``dyn/cost/<callback>_hvps`` or ``..._fd_hvps`` (two gradients each).
         cold_every: every this many measurements start Lanczos cold instead of warm (``None``: never).
         trace_every_n_steps: also estimate the trace every this many steps (``None``: never).
         trace_matvecs: products per trace estimate.
@@ -75,6 +79,7 @@ class HessianSharpness(DynamicsCallback):
         probe_batches: Optional[list] = None,
         loss_fn: Optional[Callable[[Any, Any], torch.Tensor]] = None,
         mode: Literal["eval", "train"] = "eval",
+        backend: Literal["auto", "double_backward", "finite_difference"] = "auto",
         cold_every: Optional[int] = 10,
         trace_every_n_steps: Optional[int] = None,
         trace_matvecs: int = 30,
@@ -97,10 +102,14 @@ class HessianSharpness(DynamicsCallback):
         if max_matvecs < k:
             raise ConfigurationError(f"`max_matvecs` ({max_matvecs}) must be at least `k` ({k})")
         check_choice("mode", mode, ("eval", "train"))
+        check_choice("backend", backend, ("auto", "double_backward", "finite_difference"))
         if probe_batches is not None and len(probe_batches) == 0:
             raise ConfigurationError("`probe_batches` is empty: pass at least one batch, or None to draw them")
         self.k, self.tol, self.max_matvecs = k, float(tol), max_matvecs
         self.probe_size, self.probe_batches, self.mode = probe_size, probe_batches, mode
+        self.backend = backend
+        #: the backend measurements use, decided at setup
+        self.product_backend = "double_backward" if backend == "auto" else backend
         self.loss_fn = loss_fn
         #: the loss measured: ``loss_fn``, or the ``training_step`` loss (set when training starts)
         self.loss: Callable[[Any, Any], torch.Tensor] = training_step_loss
@@ -124,7 +133,9 @@ class HessianSharpness(DynamicsCallback):
         else:
             self.batches = probe_set(trainer, pl_module, self.probe_size, seed=self.seed, default_size=1000,
                                      owner=owner).batches
-        check_measurable(pl_module, self.loss, self.batches[0], owner=owner, mode=self.mode, seed=self.seed)
+        self.product_backend = check_measurable(pl_module, self.loss, self.batches[0], owner=owner, mode=self.mode,
+                                                seed=self.seed, backend=self.backend)
+        self.cost_unit = "fd_hvps" if self.product_backend == "finite_difference" else "hvps"
         self._trainable = trainable_signature(pl_module)
 
     def _follow_trainable(self, pl_module: Any) -> None:
@@ -142,7 +153,8 @@ class HessianSharpness(DynamicsCallback):
         return self.hessian(pl_module)
 
     def hessian(self, pl_module: Any) -> HessianOperator:
-        return HessianOperator(pl_module, self.loss, self.batches, mode=self.mode, seed=self.seed)
+        return HessianOperator(pl_module, self.loss, self.batches, mode=self.mode, seed=self.seed,
+                               backend=self.product_backend)
 
     def measure(self, trainer: Any, pl_module: Any) -> Measurement:
         step = trainer.global_step

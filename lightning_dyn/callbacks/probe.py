@@ -10,7 +10,7 @@ training with the way out, not 10,000 steps in.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Literal, Optional
 
 import numpy as np
 import torch
@@ -99,36 +99,56 @@ CHECK_STEPS = (1e-3, 1e-4)
 CHECK_TOLERANCE = 1e-3
 
 
+Backend = Literal["auto", "double_backward", "finite_difference"]
+
+
 def check_measurable(pl_module: nn.Module, loss_fn: LossFn, batch: Any, *, owner: str, mode: str = "eval",
-                     seed: int = 0) -> None:
+                     seed: int = 0, backend: Backend = "auto") -> str:
     """Take one Hessian-vector product through the real model on one probe batch (like a
-    measurement: modes, buffers and RNG streams are left alone) and raise a
-    :class:`ConfigurationError` saying why and what to do if it cannot be taken — or if it is
-    wrong: a product that runs through an operation whose backward is not itself differentiable
-    silently drops that operation's second derivative, so the product is compared, in float64,
-    with central differences of gradients ``(∇L(θ+εv) − ∇L(θ−εv))/2ε``, which need none."""
-    reason = None
+    measurement: modes, buffers and RNG streams are left alone) and return the backend that
+    measurements will use, or raise a :class:`ConfigurationError` saying why none can.
+
+    Double backward is checked twice: that it runs, and that it is right — a product through an
+    operation whose backward is not itself differentiable silently drops that operation's second
+    derivative, so it is compared, in float64, with central differences of gradients
+    ``(∇L(θ+εv) − ∇L(θ−εv))/2ε``, which need none. With ``backend="auto"`` either failure selects
+    central differences (said in one line); with ``"double_backward"`` it is refused."""
+    def product(chosen: str) -> None:
+        op = HessianOperator(pl_module, loss_fn, [batch], distributed=False, mode=mode, seed=seed,
+                             cache_graph=False, backend=chosen)
+        op.matvec(torch.randn(op.size, generator=torch.Generator().manual_seed(seed)).to(op.device, op.dtype))
+
+    reason = why_not = None
     try:
         with torch.enable_grad():
-            op = HessianOperator(pl_module, loss_fn, [batch], distributed=False, mode=mode, seed=seed,
-                                 cache_graph=False)
-            loss = op.loss()
+            loss = HessianOperator(pl_module, loss_fn, [batch], distributed=False, mode=mode, seed=seed).loss()
             if not loss.requires_grad:
                 reason = "the loss does not require grad (computed under torch.no_grad() or detached?)"
             elif not torch.isfinite(loss.detach()).all():
                 reason = f"the loss on the probe set is not finite ({float(loss.detach())})"
+            elif backend == "finite_difference":
+                product("finite_difference")
+                return "finite_difference"
             else:
-                op.matvec(torch.randn(op.size, generator=torch.Generator().manual_seed(seed)).to(op.device, op.dtype))
-                reason = _disagreement(pl_module, loss_fn, batch, mode=mode, seed=seed)
+                try:
+                    product("double_backward")
+                    why_not = _disagreement(pl_module, loss_fn, batch, mode=mode, seed=seed)
+                except RuntimeError as err:
+                    why_not = f"a Hessian-vector product (double backward) cannot be taken through this model: {err}"
+                if why_not and backend == "auto":
+                    product("finite_difference")
+                    rank_zero_info(f"{owner}: Hessian-vector products by central differences of gradients "
+                                   f"(backend='auto'; double backward: {why_not.split(': ', 1)[0]})")
+                    return "finite_difference"
+                reason = why_not and (f"{why_not}. Use backend='finite_difference' (or 'auto'), or pass `loss_fn=` "
+                                      "computing the same loss through a differentiable implementation")
     except (TypeError, ValueError) as err:
         reason = str(err)
     except RuntimeError as err:
-        reason = (f"a Hessian-vector product (double backward) cannot be taken through this model: {err}. "
-                  "Attention kernels and torch.compile are handled already; for another operation without a "
-                  "second derivative, pass `loss_fn=` computing the same loss through a differentiable "
-                  "implementation of it")
+        reason = f"a gradient cannot be taken through this model: {err}"
     if reason:
         raise ConfigurationError(f"{owner} cannot measure the Hessian of this loss: {reason}")
+    return "double_backward"
 
 
 def _disagreement(pl_module: nn.Module, loss_fn: LossFn, batch: Any, *, mode: str, seed: int) -> Optional[str]:
@@ -158,8 +178,7 @@ def _disagreement(pl_module: nn.Module, loss_fn: LossFn, batch: Any, *, mode: st
         return None  # the model does not run in float64: the product itself was taken above
     if max(errors) > 3 * min(errors):
         return None  # the differences' own error, not the product's
-    return (f"a Hessian-vector product disagrees with central differences of the gradient by "
+    return (f"a Hessian-vector product disagrees with central differences of the gradient: by "
             f"{min(errors):.1%} (relative, float64): an operation in the model has a backward that is not "
             "differentiable itself (a custom autograd.Function, a fused kernel), so double backward drops its "
-            "second derivative. Pass `loss_fn=` computing the same loss through a differentiable implementation "
-            "of it")
+            "second derivative")

@@ -176,7 +176,8 @@ class SGDLyapunov(DynamicsCallback):
                     f"{self.max_gram_outputs} for mode='gram': use mode='hvp', or a smaller `probe_size`")
         else:
             self.loss_fn = default_loss(pl_module, self.loss_fn, "SGDLyapunov")
-            check_measurable(pl_module, self.loss_fn, (inputs, targets), owner="SGDLyapunov", seed=self.seed)
+            check_measurable(pl_module, self.loss_fn, (inputs, targets), owner="SGDLyapunov", seed=self.seed,
+                             backend="double_backward")
         rank_zero_info(f"SGDLyapunov: simulating SGD with batch size {self.global_batch} on {n} probe samples, "
                        f"batches drawn by {'random reshuffling' if self.sampling == 'reshuffle' else 'i.i.d. sampling'}")
 

@@ -168,6 +168,8 @@ def top_eigenpairs(
     keep = min(len(theta), k + min(max(1, near), MAX_GUARD_VECTORS))
     warm = keep_of(keep)
     as_host = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64))  # noqa: E731
+    # an eigenvalue is no more accurate than the products it came from (Weyl: |Δλ| ≤ ‖E‖)
+    bounds = np.maximum(bounds, getattr(op, "relative_error", 0.0) * np.abs(theta[:k]))
     return EigenResult(
         values=as_host(sign * theta[:k]),
         vectors=warm[:, :k],
@@ -178,6 +180,13 @@ def top_eigenpairs(
         warm_start=warm,
         warm_values=as_host(sign * theta[:keep]),
     )
+
+
+def _stop_at(op: CurvatureOperator, tol: float) -> float:
+    """The relative accuracy to stop at: ``tol``, or the products' own accuracy when that is worse
+    (central differences): iterating further would not make the eigenvalue more accurate, and
+    ``converged`` then says that ``tol`` was not reached."""
+    return max(tol, getattr(op, "relative_error", 0.0))
 
 
 Solve = tuple  # (Ritz values descending, bounds of the k wanted, residuals, converged, products, vectors(keep))
@@ -198,8 +207,8 @@ def _lanczos(product, op, k, tol, max_matvecs, generator, sqrt_eps) -> Solve:
             if len(theta) >= k else None
         if judged:
             scale = np.maximum(np.abs(theta[order[:k]]), sqrt_eps * np.max(np.abs(theta)))
-            converged = bool(np.all(bounds <= tol * scale)) or lanczos.exhausted
-            if converged:
+            if np.all(bounds <= _stop_at(op, tol) * scale) or lanczos.exhausted:
+                converged = bool(np.all(bounds <= tol * scale)) or lanczos.exhausted
                 break
         if lanczos.num_steps >= lanczos.max_steps or lanczos.exhausted:
             converged = lanczos.exhausted  # the whole space spanned: Ritz values are eigenvalues
@@ -217,7 +226,7 @@ def _davidson(product, op, block, k, tol, max_matvecs, generator, sqrt_eps, max_
         bounds = _error_bounds(theta, residuals, np.arange(k), max_gap, MAX_GAIN)
         scale = np.maximum(np.abs(theta[:k]), sqrt_eps * np.max(np.abs(theta)))
         converged = bool(np.all(bounds <= tol * scale)) or iteration.exhausted
-        if converged or iteration.num_matvecs >= max_matvecs:
+        if converged or np.all(bounds <= _stop_at(op, tol) * scale) or iteration.num_matvecs >= max_matvecs:
             break
         iteration.expand(R[:, int(np.argmax(bounds / (tol * scale)))])
     return theta, bounds, residuals, converged, iteration.num_matvecs, lambda n: Y[:, :n]

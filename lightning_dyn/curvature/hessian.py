@@ -7,9 +7,12 @@ Pearlmutter's trick (Pearlmutter 1994, "Fast exact multiplication by the Hessian
 
 * ``"double_backward"``: ``Hv = ∇_θ ⟨∇_θ L, v⟩`` — reverse over reverse. With ``cache_graph``
   the first-order graph is built once and each product is a single extra backward pass;
-* ``"forward_over_reverse"``: ``Hv = J_{∇L}(θ) v`` by ``torch.func.jvp`` of ``torch.func.grad``.
+* ``"forward_over_reverse"``: ``Hv = J_{∇L}(θ) v`` by ``torch.func.jvp`` of ``torch.func.grad``;
+* ``"finite_difference"``: central differences of gradients (``curvature/finite_difference.py``),
+  first-order backward only — for what has no second derivative.
 
-Both compute the same exact product; ``benchmarks/curvature.py`` measures which is faster.
+The first two compute the same exact product; ``benchmarks/curvature.py`` measures which is
+faster. The third is accurate to :attr:`HessianOperator.relative_error`.
 
 The measurement never disturbs the model: parameters and buffers are substituted with
 ``torch.func.functional_call`` (BatchNorm running statistics update copies, never the module's),
@@ -29,10 +32,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .finite_difference import STENCILS, Order, central_difference, estimated_error
+from .finite_difference import difference_step as difference_step_for
 from .operator import CurvatureOperator
 from .substitution import slots, substituted_call
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
+BACKENDS = ("double_backward", "forward_over_reverse", "finite_difference")
+HALF = (torch.float16, torch.bfloat16)
 
 
 def tree_map_tensors(fn: Callable[[torch.Tensor], torch.Tensor], batch: Any) -> Any:
@@ -126,13 +133,15 @@ class HessianOperator(CurvatureOperator):
         batches: the probe set, a non-empty sequence of batches (tensors or tuples/lists/dicts of
             tensors), weighted by batch size.
         dtype: compute in this dtype (e.g. ``torch.float64`` for reference values on small models);
-            default: the parameters' dtype.
+            default: the parameters' dtype, but float32 for 16-bit parameters.
         mode: ``"eval"`` (default: Dropout off, BatchNorm uses running statistics) or ``"train"``
             (Dropout on with the same private masks in every product, BatchNorm in batch-statistics
             mode; the module's running statistics are still never changed).
-        backend: ``"double_backward"`` (default, faster by ``benchmarks/curvature.py``) or
+        backend: ``"double_backward"`` (default, faster by ``benchmarks/curvature.py``),
             ``"forward_over_reverse"`` (``torch.func``; needs a model without in-place buffer
-            updates, i.e. ``mode="eval"`` for BatchNorm).
+            updates, i.e. ``mode="eval"`` for BatchNorm) or ``"finite_difference"`` (gradients only).
+        difference_order: ``2`` (two gradients a product) or ``4`` (four) for ``"finite_difference"``.
+        difference_step: its step along the unit direction (default: :func:`difference_step`).
         cache_graph: keep the first-order graph between products (one backward per product
             instead of forward + two backwards; costs the activation memory of all probe
             batches). Default: cache when the probe set is a single batch.
@@ -154,7 +163,9 @@ class HessianOperator(CurvatureOperator):
         *,
         dtype: Optional[torch.dtype] = None,
         mode: Literal["eval", "train"] = "eval",
-        backend: Literal["double_backward", "forward_over_reverse"] = "double_backward",
+        backend: Literal["double_backward", "forward_over_reverse", "finite_difference"] = "double_backward",
+        difference_order: Order = 2,
+        difference_step: Optional[float] = None,
         cache_graph: Optional[bool] = None,
         params: Optional[Iterable[nn.Parameter]] = None,
         seed: int = 0,
@@ -163,8 +174,10 @@ class HessianOperator(CurvatureOperator):
         super().__init__()
         if mode not in ("eval", "train"):
             raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
-        if backend not in ("double_backward", "forward_over_reverse"):
-            raise ValueError(f"backend must be 'double_backward' or 'forward_over_reverse', got {backend!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+        if difference_order not in STENCILS:
+            raise ValueError(f"difference_order must be 2 or 4, got {difference_order!r}")
         if isinstance(batches, (torch.Tensor, dict)) or not isinstance(batches, Sequence):
             raise TypeError("batches must be a list of batches (wrap a single batch as [batch])")
         if len(batches) == 0:
@@ -182,12 +195,13 @@ class HessianOperator(CurvatureOperator):
         self.numels = [p.numel() for p in self._params]
         self.size = sum(self.numels)
         self.device = self._params[0].device
-        self.dtype = dtype or self._params[0].dtype
+        # a measurement never runs below float32: 16-bit parameters (bf16-true, fp16) are cast up
+        self.dtype = dtype or (torch.float32 if self._params[0].dtype in HALF else self._params[0].dtype)
         self.train_mode = mode == "train"
         self.backend = backend
         self.seed = seed
         self.cache_graph = (len(batches) == 1) if cache_graph is None else cache_graph
-        self._cast = dtype is not None and dtype != self._params[0].dtype
+        self._cast = self.dtype != self._params[0].dtype
         self._versions = [p._version for p in self._params]
 
         def to_device(t: torch.Tensor) -> torch.Tensor:
@@ -204,6 +218,11 @@ class HessianOperator(CurvatureOperator):
             for n, p in named
         }
         self._graphs: dict[int, tuple[list[torch.Tensor], list[int]]] = {}
+        self.difference_order = difference_order
+        self.difference_step = difference_step or difference_step_for(self.parameters_vector(), difference_order)
+        #: relative accuracy of a product: 0 for the exact backends; for finite differences
+        #: estimated at the first product (Richardson, steps ε and 2ε)
+        self.relative_error = 0.0
         if distributed is None:
             distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         self.distributed = distributed
@@ -269,11 +288,16 @@ class HessianOperator(CurvatureOperator):
 
     def gradient_at(self, shift: torch.Tensor) -> torch.Tensor:
         """The flat gradient ``∇L(θ + shift)`` of the probe loss, by first-order backward only (the
-        module's parameters are not touched: the shifted point is substituted). Central differences
-        ``(∇L(θ+εv) − ∇L(θ−εv))/2ε`` of it check a product against a method that needs no second
-        derivative."""
+        module's parameters are not touched: the shifted point is substituted)."""
+        total = self._gradient_sum(shift.to(self.device, self.dtype))
+        if self.distributed:
+            dist.all_reduce(total)
+        return total.div_(self.total_weight)
+
+    def _gradient_sum(self, shift: torch.Tensor) -> torch.Tensor:
+        """``Σ_b n_b ∇L_b(θ + shift)`` over this rank's batches."""
         shifted = {"model." + n: (self._tensors["model." + n].detach() + s).requires_grad_(True)
-                   for n, s in zip(self.param_names, self.unflatten(shift.to(self.device, self.dtype)))}
+                   for n, s in zip(self.param_names, self.unflatten(shift))}
         total = torch.zeros(self.size, device=self.device, dtype=self.dtype)
         with measurement_context(self.model, train=self.train_mode, seed=self.seed):
             buffers = {k: v for k, v in self._arguments().items() if k not in self._tensors}
@@ -283,9 +307,22 @@ class HessianOperator(CurvatureOperator):
                 grads = torch.autograd.grad(loss, inputs, allow_unused=True)
                 total.add_(self.flatten([torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs)]),
                            alpha=w)
+        return total
+
+    def _hvp_finite_difference(self, v: torch.Tensor) -> torch.Tensor:
+        """Central differences of this rank's gradient sum; the first product also estimates the
+        error (a second stencil at 2ε, on the summed products so every rank gets one number)."""
+        fine = central_difference(self._gradient_sum, v, self.difference_step, self.difference_order)
+        if self.num_matvecs == 0:
+            coarse = central_difference(self._gradient_sum, v, 2 * self.difference_step, self.difference_order)
+            if self.distributed:
+                dist.all_reduce(coarse)
+                dist.all_reduce(fine)
+            self.relative_error = estimated_error(fine, coarse, self.difference_order)
+            return fine.div_(self.total_weight)
         if self.distributed:
-            dist.all_reduce(total)
-        return total.div_(self.total_weight)
+            dist.all_reduce(fine)
+        return fine.div_(self.total_weight)
 
     def _first_order(self, i: int) -> tuple[list[torch.Tensor], list[int]]:
         """Gradient of batch ``i``'s loss with its graph; indices of entries that depend on θ."""
@@ -347,6 +384,8 @@ class HessianOperator(CurvatureOperator):
                 "the model's parameters changed in place since this HessianOperator was built; "
                 "build a new operator at the new parameters"
             )
+        if self.backend == "finite_difference":
+            return self._hvp_finite_difference(v)
         vs = self.unflatten(v)
         hvp = self._hvp_double_backward if self.backend == "double_backward" else self._hvp_forward_over_reverse
         total = torch.zeros(self.size, device=self.device, dtype=self.dtype)

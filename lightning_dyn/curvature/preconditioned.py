@@ -43,5 +43,10 @@ class PreconditionedOperator(CurvatureOperator):
             raise ValueError("a preconditioner must be positive; add the optimizer's eps before passing it")
         return cls(op, preconditioner.rsqrt())
 
+    @property
+    def relative_error(self) -> float:
+        """The inner operator's relative accuracy (a diagonal scaling keeps it, to first order)."""
+        return getattr(self.op, "relative_error", 0.0)
+
     def _matvec(self, v: torch.Tensor) -> torch.Tensor:
         return self.diag * self.op.matvec(self.diag * v)

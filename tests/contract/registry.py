@@ -51,7 +51,7 @@ ENTRIES = [
                                                   "density_runs": 2, "density_steps": 10, **kw}),
         tags=("dyn/sharpness", "dyn/eig_1", "dyn/cost/HessianSharpness_hvps"),
         bad_kwargs=[({"every_n_steps": 0}, "every_n_steps"), ({"k": 0}, "k"), ({"tol": 0.0}, "tol"),
-                    ({"mode": "test"}, "mode"), ({"cold_every": -1}, "cold_every"),
+                    ({"mode": "test"}, "mode"), ({"cold_every": -1}, "cold_every"), ({"backend": "exact"}, "backend"),
                     ({"probe_batches": []}, "probe_batches")],
         ddp_tag="dyn/sharpness",
     ),

@@ -31,7 +31,10 @@ def _worker(rank: int, port: int, out: str) -> None:
         v = torch.randn(op.size, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
         hv = op @ v
         eig = top_eigenpairs(op, k=2, tol=1e-8, max_matvecs=60)
-        torch.save({"hv": hv, "values": eig.values, "num_matvecs": eig.num_matvecs}, f"{out}/rank{rank}.pt")
+        fd = HessianOperator(model, mse_loss, mine, backend="finite_difference")
+        hv_fd = fd @ v
+        torch.save({"hv": hv, "values": eig.values, "num_matvecs": eig.num_matvecs, "hv_fd": hv_fd,
+                    "fd_error": fd.relative_error}, f"{out}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -48,6 +51,10 @@ def test_two_process_product_equals_single_process_on_all_data(tmp_path):
     for r in ranks:
         rel = torch.linalg.vector_norm(r["hv"] - expected) / torch.linalg.vector_norm(expected)
         assert rel <= 1e-6
+    # central differences: the same all-reduced product and error estimate on both ranks
+    assert torch.equal(ranks[0]["hv_fd"], ranks[1]["hv_fd"]) and ranks[0]["fd_error"] == ranks[1]["fd_error"]
+    rel = torch.linalg.vector_norm(ranks[0]["hv_fd"] - expected) / torch.linalg.vector_norm(expected)
+    assert rel <= 1e-6  # float64 differences
     # the solver takes identical decisions on every rank
     assert torch.equal(ranks[0]["values"], ranks[1]["values"])
     assert ranks[0]["num_matvecs"] == ranks[1]["num_matvecs"]

@@ -81,18 +81,39 @@ class FirstOrderTanh(nn.Module):
         return self.function.apply(x)
 
 
-@pytest.mark.parametrize("function, message", [
+WITHOUT_SECOND_DERIVATIVE = pytest.mark.parametrize("function, message", [
     (_KernelTanh, r"cannot be taken through this model: derivative for aten::_my_fused_tanh_backward"),
     # the silent case: double backward runs but drops tanh's second derivative; caught against differences
-    (_FirstOrderTanh, r"disagrees with central differences of the gradient by \d+"),
+    (_FirstOrderTanh, r"disagrees with central differences of the gradient: by \d+"),
 ], ids=["raises", "silently-wrong"])
-def test_an_operation_without_a_second_derivative_is_refused_at_setup_with_the_way_out(function, message):
+
+
+@WITHOUT_SECOND_DERIVATIVE
+def test_double_backward_through_an_operation_without_a_second_derivative_is_refused_at_setup(function, message):
     seed_all(0)
     module = Classifier(nn.Sequential(nn.Linear(64, 32), FirstOrderTanh(function), nn.Linear(32, 10)))
-    callback = EdgeOfStability(every_n_steps=4)
-    with pytest.raises(ConfigurationError, match=message + r".*[pP]ass `loss_fn=`"):
+    callback = EdgeOfStability(every_n_steps=4, backend="double_backward")
+    with pytest.raises(ConfigurationError, match=message + r".*backend='finite_difference'.*`loss_fn=`"):
         fit(module, _loader(), [callback], max_steps=8)
     assert callback.history == [] and module.global_step == 0
+
+
+@WITHOUT_SECOND_DERIVATIVE
+def test_auto_measures_such_a_model_by_central_differences_and_right(function, message, caplog):
+    seed_all(0)
+    net = nn.Sequential(nn.Linear(64, 32), FirstOrderTanh(function), nn.Linear(32, 10))
+    module = Classifier(net)
+    callback = HessianSharpness(every_n_steps=4, probe_size=80, tol=1e-5)
+    with caplog.at_level("INFO"):
+        trainer = fit(module, _loader(), [callback], max_steps=8)
+    assert callback.product_backend == "finite_difference"
+    assert "central differences of gradients" in caplog.text
+    assert "dyn/cost/HessianSharpness_fd_hvps" in trainer.callback_metrics
+    # the reference runs plain tanh (which double backward differentiates right) at the same weights
+    plain = nn.Sequential(nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10))
+    plain.load_state_dict({k: v for k, v in net.state_dict().items()})
+    want = reference_top_eigenvalue(Classifier(plain), cross_entropy, callback.batches)
+    assert callback.history[-1]["dyn/sharpness"] == pytest.approx(want, rel=1e-4)
 
 
 def test_piecewise_linear_activations_pass_the_setup_check():
