@@ -94,7 +94,8 @@ class HessianSharpness(DynamicsCallback):
                             ("trace_matvecs", trace_matvecs), ("density_runs", density_runs),
                             ("density_steps", density_steps)):
             check_positive_int(name, value)
-        for name, value in (("probe_size", probe_size), ("cold_every", cold_every), ("trace_every_n_steps", trace_every_n_steps),
+        for name, value in (("probe_size", probe_size), ("cold_every", cold_every),
+                            ("trace_every_n_steps", trace_every_n_steps),
                             ("density_every_n_steps", density_every_n_steps)):
             _optional_positive(name, value)
         if not (isinstance(tol, (int, float)) and 0 < tol < 1):

@@ -17,7 +17,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
-from ..curvature.hessian import HessianOperator, tree_map_tensors
+from ..curvature.batches import tree_map_tensors
+from ..curvature.hessian import HessianOperator
 from ..curvature.probe import ProbeSet, ProbeSetError, draw_probe_set
 from .compat import ConfigurationError
 

@@ -12,7 +12,8 @@ diagram (λ against η for several batch sizes) as a TensorBoard figure.
 The learning rate and momentum (heavy ball or Nesterov, simulated with its buffer) are read from
 the optimizer at each measurement, and the batch size is that of one optimizer step: the train
 dataloader's, times the world size under DDP (the averaged gradient is that of the global batch),
-times ``accumulate_grad_batches`` (the step averages every micro-batch's gradient); batches are simulated as training draws them — random reshuffling when the loader
+times ``accumulate_grad_batches`` (the step averages every micro-batch's gradient); batches are
+simulated as training draws them — random reshuffling when the loader
 shuffles, i.i.d. otherwise (logged once, and in each history entry).
 """
 
@@ -25,7 +26,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import RandomSampler
 
-from ..curvature.hessian import measurement_context
+from ..curvature.context import measurement_context
 from ..dynamics.sgd_lyapunov import SGDStability, sgd_lyapunov
 from .base import DynamicsCallback, Measurement, check_choice, check_positive, check_positive_int
 from .compat import ConfigurationError

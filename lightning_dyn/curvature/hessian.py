@@ -26,12 +26,14 @@ are seeded with a private seed so that Dropout draws the same masks in every pro
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterable, Iterator, Literal, Optional, Sequence
+from typing import Any, Callable, Iterable, Literal, Optional, Sequence
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from .batches import batch_size, tree_map_tensors
+from .context import measurement_context
 from .finite_difference import STENCILS, Order, central_difference, estimated_error
 from .finite_difference import difference_step as difference_step_for
 from .operator import CurvatureOperator
@@ -40,75 +42,6 @@ from .substitution import slots, substituted_call
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 BACKENDS = ("double_backward", "forward_over_reverse", "finite_difference")
 HALF = (torch.float16, torch.bfloat16)
-
-
-def tree_map_tensors(fn: Callable[[torch.Tensor], torch.Tensor], batch: Any) -> Any:
-    """Apply ``fn`` to every tensor of a nested tuple/list/dict batch."""
-    if isinstance(batch, torch.Tensor):
-        return fn(batch)
-    if isinstance(batch, dict):
-        return type(batch)((k, tree_map_tensors(fn, v)) for k, v in batch.items())
-    if isinstance(batch, (list, tuple)):
-        mapped = [tree_map_tensors(fn, v) for v in batch]
-        return type(batch)(*mapped) if hasattr(batch, "_fields") else type(batch)(mapped)
-    return batch
-
-
-def batch_size(batch: Any) -> int:
-    """Number of samples in a batch: the leading dimension of its first tensor."""
-    if isinstance(batch, torch.Tensor):
-        if batch.dim() == 0:
-            raise ValueError("a probe batch must have a batch dimension")
-        return batch.shape[0]
-    values = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (list, tuple)) else ()
-    for v in values:
-        try:
-            return batch_size(v)
-        except ValueError:
-            continue
-    raise ValueError(f"cannot find a tensor in the probe batch of type {type(batch).__name__}")
-
-
-@contextlib.contextmanager
-def twice_differentiable_kernels() -> Iterator[None]:
-    """Run the model the way a second derivative can go through it.
-
-    Two things in everyday models have a first derivative but no second: the fused attention
-    kernels behind ``F.scaled_dot_product_attention`` (flash / memory-efficient, on CPU too) and
-    ``torch.compile``'d code (AOTAutograd refuses double backward). Inside this context attention
-    runs the math kernel — the same function, composed of differentiable operations — and
-    compiled modules run eagerly (``torch.compiler.set_stance("force_eager")``, where available).
-    Training itself is untouched: both settings are restored on exit.
-    """
-    with contextlib.ExitStack() as stack:
-        try:
-            from torch.nn.attention import SDPBackend, sdpa_kernel
-
-            stack.enter_context(sdpa_kernel([SDPBackend.MATH]))
-        except ImportError:  # pragma: no cover - torch < 2.3
-            pass
-        set_stance = getattr(getattr(torch, "compiler", None), "set_stance", None)
-        if set_stance is not None:
-            stack.enter_context(set_stance("force_eager"))
-        yield
-
-
-@contextlib.contextmanager
-def measurement_context(model: nn.Module, *, train: bool, seed: int) -> Iterator[None]:
-    """Set train/eval mode and a private RNG seed, run twice-differentiable kernels
-    (:func:`twice_differentiable_kernels`); restore modes and global RNG streams after."""
-    modes = [(m, m.training) for m in model.modules()]
-    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() else []
-    with torch.random.fork_rng(devices=cuda), twice_differentiable_kernels():
-        torch.default_generator.manual_seed(seed)
-        for d in cuda:
-            torch.cuda.default_generators[d].manual_seed(seed)
-        model.train(train)
-        try:
-            yield
-        finally:
-            for m, flag in modes:
-                m.training = flag
 
 
 class _LossModule(nn.Module):

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
-from .hessian import batch_size, tree_map_tensors
+from .batches import batch_size, tree_map_tensors
 
 
 class ProbeSetError(ValueError):

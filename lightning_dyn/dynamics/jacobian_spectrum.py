@@ -33,7 +33,7 @@ from torch import nn
 
 from ..curvature._random import private_generator, random_vectors
 from ..curvature.eigen import EigenResult, top_eigenpairs
-from ..curvature.hessian import measurement_context, twice_differentiable_kernels
+from ..curvature.context import measurement_context, twice_differentiable_kernels
 from ..curvature.operator import CurvatureOperator
 
 Forward = Callable[[torch.Tensor], torch.Tensor]

@@ -33,8 +33,8 @@ from torch import nn
 from torch.func import hessian, vmap
 
 from ..curvature import HessianOperator
-from ..curvature.hessian import batch_size as count_samples
-from ..curvature.hessian import tree_map_tensors
+from ..curvature.batches import batch_size as count_samples
+from ..curvature.batches import tree_map_tensors
 from .ntk import empirical_ntk
 
 Sampling = Literal["reshuffle", "iid"]

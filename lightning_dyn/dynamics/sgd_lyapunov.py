@@ -34,7 +34,7 @@ from torch import nn
 
 from ..curvature import HessianOperator, MatrixFreeOperator, top_eigenpairs
 from ..curvature._random import private_generator
-from ..curvature.hessian import measurement_context
+from ..curvature.context import measurement_context
 from .linearised_sgd import Criterion, MomentumSGD, NormalSpaceSGD, ParameterSpaceSGD, Sampling, batches
 from .lyapunov import lyapunov_spectrum
 from .ntk import MAX_JACOBIAN_BYTES
