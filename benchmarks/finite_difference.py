@@ -1,0 +1,171 @@
+"""Hessian-vector products without double backward, on a GPT-style model: ours against
+hessian-eigenthings' finite-difference operator, in one run.
+
+    python benchmarks/finite_difference.py [--layers 8 --width 320 --steps 200 --every 50]
+
+A GPT-2 from a ``transformers`` config (default SDPA attention, tied embeddings; 8 layers, width
+320, vocabulary 2048: ~10M parameters), 8 sequences of 64 tokens as the probe set, on the CPU.
+The peer comes from the ``bench`` extra (``pip install -e .[bench]``); nothing is installed here.
+
+1. cost of one product relative to one gradient: double backward (our engine, attention on the math
+   kernel), central differences (ours, order 2 and 4), hessian-eigenthings' central differences;
+2. the top eigenvalue, cold, tol 1e-4: products, relative error against float64 double backward,
+   wall time — ours (double backward, differences) and hessian-eigenthings' ``lanczos(k=1)`` on its
+   finite-difference operator;
+3. the overhead of ``EdgeOfStability(every_n_steps=50, backend="finite_difference")`` on a real
+   ``Trainer.fit`` of the same model (AdamW) against the same fit without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lightning_dyn import EdgeOfStability  # noqa: E402
+from lightning_dyn.curvature import HessianOperator, top_eigenpairs  # noqa: E402
+
+VOCAB, LENGTH = 2048, 64
+
+
+def gpt(layers: int, width: int):
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=VOCAB, n_positions=LENGTH, n_embd=width, n_layer=layers, n_head=8,
+                                     bos_token_id=0, eos_token_id=0)
+    return transformers.GPT2LMHeadModel(config)
+
+
+def lm_loss(model, batch):
+    return model(input_ids=batch[0], labels=batch[0]).loss
+
+
+def tokens(n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    start, stride = torch.randint(0, VOCAB, (n, 1), generator=g), torch.randint(1, 9, (n, 1), generator=g)
+    return (start + stride * torch.arange(LENGTH)) % VOCAB
+
+
+def timed(fn, repeats: int = 3) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def section_products(model, batch) -> None:
+    params = [p for p in model.parameters()]
+    v = torch.randn(sum(p.numel() for p in params), generator=torch.Generator().manual_seed(0))
+    v /= v.norm()
+
+    def gradient():
+        torch.autograd.grad(lm_loss(model, batch), params)
+
+    import hessian_eigenthings as he
+
+    theirs = he.HessianOperator(model, [batch], lambda m, b: lm_loss(m, b), method="finite_difference")
+    rows = [("one gradient", gradient)]
+    for name, backend, order in (("double backward (ours, math attention)", "double_backward", 2),
+                                 ("central differences, order 2 (ours)", "finite_difference", 2),
+                                 ("central differences, order 4 (ours)", "finite_difference", 4)):
+        op = HessianOperator(model, lm_loss, [batch], backend=backend, difference_order=order, cache_graph=False)
+        rows.append((name, lambda op=op: op.matvec(v)))
+    rows.append(("central differences (hessian-eigenthings)", lambda: theirs.matvec(v)))
+    base = None
+    print("\n## cost of one product (median of 3, after one warm-up)")
+    for name, fn in rows:
+        seconds = timed(fn)
+        base = base or seconds
+        print(f"{name:45s} {seconds:7.3f} s   {seconds / base:5.2f}× a gradient")
+
+
+def section_eigenvalue(model, batch) -> None:
+    import hessian_eigenthings as he
+
+    start = time.perf_counter()
+    reference = float(top_eigenpairs(HessianOperator(model, lm_loss, [batch], dtype=torch.float64), tol=1e-9,
+                                     max_matvecs=300).values[0])
+    print(f"\n## top eigenvalue, cold (float64 double-backward reference {reference:.6f}, {time.perf_counter() - start:.0f} s)")
+    budgets = []
+    for name, backend in (("ours, double backward", "double_backward"), ("ours, central differences", "finite_difference")):
+        op = HessianOperator(model, lm_loss, [batch], backend=backend)
+        start = time.perf_counter()
+        result = top_eigenpairs(op, tol=1e-4, max_matvecs=200)
+        value = float(result.values[0])
+        budgets.append(result.num_matvecs)
+        print(f"{name:52s} {value:.6f}  rel.error {abs(value - reference) / reference:.1e}  "
+              f"{result.num_matvecs:3d} products  {time.perf_counter() - start:6.1f} s  (stops by its error bound)")
+    # hessian-eigenthings' lanczos runs a fixed number of steps (default 2k = 2): the same budget as
+    # ours, and a generous one
+    theirs = he.HessianOperator(model, [batch], lambda m, b: lm_loss(m, b), method="finite_difference")
+    for steps in sorted({2, budgets[-1], 50}):
+        start = time.perf_counter()
+        result = he.lanczos(theirs, k=1, max_iter=steps, which="LA", seed=0)
+        value = float(result.eigenvalues[0])
+        print(f"{'hessian-eigenthings, central differences, ' + str(steps) + ' steps':52s} {value:.6f}  rel.error "
+              f"{abs(value - reference) / reference:.1e}  {result.iterations:3d} products  "
+              f"{time.perf_counter() - start:6.1f} s")
+
+
+class LanguageModel(pl.LightningModule):
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.model = model
+
+    def training_step(self, batch, batch_idx):
+        return lm_loss(self.model, batch)
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=3e-4)
+
+
+def section_overhead(args) -> None:
+    def run(callbacks):
+        module = LanguageModel(gpt(args.layers, args.width))
+        loader = DataLoader(TensorDataset(tokens(512, 1)), batch_size=8, shuffle=True,
+                            generator=torch.Generator().manual_seed(0))
+        trainer = pl.Trainer(max_steps=args.steps, callbacks=callbacks, logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+        start = time.perf_counter()
+        trainer.fit(module, loader)
+        return time.perf_counter() - start
+
+    plain = run([])
+    eos = EdgeOfStability(every_n_steps=args.every, probe_size=8, backend="finite_difference",
+                          density_at_fit_end=False)
+    observed = run([eos])
+    print(f"\n## EdgeOfStability(every_n_steps={args.every}, backend='finite_difference') on a {args.steps}-step fit")
+    print(f"without callback {plain:7.1f} s\nwith it          {observed:7.1f} s   overhead {(observed - plain) / plain:6.1%}   "
+          f"{len(eos.history)} measurements, products {[h['hvps'] for h in eos.history]}, "
+          f"{eos.total_seconds:.1f} s measuring")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--width", type=int, default=320)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--every", type=int, default=50)
+    args = parser.parse_args()
+    model = gpt(args.layers, args.width).eval()
+    print(f"GPT-2 from a config: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
+          f"probe set 8 × {LENGTH} tokens, {torch.get_num_threads()} CPU threads")
+    batch = (tokens(8, 0),)
+    section_products(model, batch)
+    section_eigenvalue(model, batch)
+    section_overhead(args)
+
+
+if __name__ == "__main__":
+    main()
