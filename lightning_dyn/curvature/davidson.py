@@ -11,8 +11,10 @@ Davidson 1975; Saad, *Numerical Methods for Large Eigenvalue Problems*, §11.2):
 then one product per step.
 
 The basis ``Q`` is orthonormal (classical Gram–Schmidt twice, Giraud et al. 2005) and kept with
-its images ``AQ`` (two vectors per product; a warm solve takes a handful), so Ritz values come from
-the small matrix ``QᵀAQ`` (float64, on the host) and residuals without extra products.
+its images ``AQ`` (two vectors per product; a warm solve takes a handful). The small matrices
+``QᵀAQ`` and ``(AQ)ᵀAQ`` grow by one row per product (``3m`` dot products, one host sync), so Ritz
+values and every residual norm come without extra products, and the kept Ritz vectors and their
+residuals are accumulated column by column — the basis is never stacked into a matrix.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class DavidsonIteration:
         self.generator = generator
         self._Q: list[torch.Tensor] = []
         self._AQ: list[torch.Tensor] = []
+        self._T = np.zeros((0, 0))  # QᵀAQ
+        self._G = np.zeros((0, 0))  # (AQ)ᵀAQ
         self.exhausted = False
         for column in block.T:
             self._add(column.clone())
@@ -73,25 +77,42 @@ class DavidsonIteration:
                                      "warm solve); the model or the loss produces NaN/Inf at these parameters")
         self._Q.append(w)
         self._AQ.append(image)
+        self._grow(w, image)
         self.exhausted = len(self._Q) >= self.size
         return True
+
+    def _grow(self, q: torch.Tensor, image: torch.Tensor) -> None:
+        """Add the new row and column of ``QᵀAQ`` (symmetrised) and ``(AQ)ᵀAQ``."""
+        dots = torch.stack([torch.dot(x, y) for x, y in
+                            [(a, image) for a in self._Q] + [(q, a) for a in self._AQ] + [(a, image) for a in self._AQ]])
+        m = len(self._Q)
+        values = dots.double().cpu().numpy()
+        t = (values[:m] + values[m:2 * m]) / 2
+        T, G = np.zeros((m, m)), np.zeros((m, m))
+        T[: m - 1, : m - 1], G[: m - 1, : m - 1] = self._T, self._G
+        T[m - 1, :], T[:, m - 1] = t, t
+        G[m - 1, :], G[:, m - 1] = values[2 * m:], values[2 * m:]
+        self._T, self._G = T, G
 
     def ritz(self, keep: int) -> tuple[np.ndarray, torch.Tensor, np.ndarray, torch.Tensor]:
         """Ritz values (descending), the first ``keep`` Ritz vectors, every residual norm, and the
         first ``keep`` residual vectors."""
-        Q, AQ = torch.stack(self._Q, 1), torch.stack(self._AQ, 1)
-        T = (Q.T @ AQ).double().cpu().numpy()
-        theta, S = np.linalg.eigh((T + T.T) / 2)
+        theta, S = np.linalg.eigh(self._T)
         theta, S = theta[::-1].copy(), S[:, ::-1].copy()
-        S_keep = torch.as_tensor(S[:, :keep], device=Q.device, dtype=Q.dtype)
-        Y = Q @ S_keep
-        R = AQ @ S_keep - Y * torch.as_tensor(theta[:keep], device=Q.device, dtype=Q.dtype)
+        q0 = self._Q[0]
+        S_keep = torch.as_tensor(S[:, :keep], device=q0.device, dtype=q0.dtype)
+        Y = torch.zeros((self.size, keep), device=q0.device, dtype=q0.dtype)
+        R = torch.zeros_like(Y)
+        for q, image, row in zip(self._Q, self._AQ, S_keep):
+            Y.addr_(q, row)
+            R.addr_(image, row)
+        R -= Y * torch.as_tensor(theta[:keep], device=q0.device, dtype=q0.dtype)
         residuals = np.empty(len(theta))
         residuals[:keep] = torch.linalg.vector_norm(R, dim=0).double().cpu().numpy()
         if keep < len(theta):  # the rest only widen gaps: ‖AQs‖² − θ² is accurate enough there
-            G = (AQ.T @ AQ).double().cpu().numpy()
             rest = S[:, keep:]
-            residuals[keep:] = np.sqrt(np.maximum(np.einsum("ij,ik,kj->j", rest, G, rest) - theta[keep:] ** 2, 0.0))
+            residuals[keep:] = np.sqrt(np.maximum(np.einsum("ij,ik,kj->j", rest, self._G, rest) - theta[keep:] ** 2,
+                                                  0.0))
         return theta, Y, residuals, R
 
     def expand(self, residual: torch.Tensor) -> None:
