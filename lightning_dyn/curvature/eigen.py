@@ -49,6 +49,11 @@ MAX_GAIN = 1.5
 #: Ritz value within ``GUARD_WINDOW`` (relative) of the k-th, up to ``MAX_GUARD_VECTORS``
 GUARD_WINDOW = 0.05
 MAX_GUARD_VECTORS = 4
+#: a warm solve whose bound has not fallen below STAGNATION × its best in STAGNATION_STEPS products
+#: stops (``converged`` False): the residual has reached the products' own noise — central
+#: differences through an ill-conditioned preconditioner (Adam's) — and more products would not help
+STAGNATION = 0.9
+STAGNATION_STEPS = 8
 
 
 @dataclass
@@ -220,13 +225,17 @@ def _lanczos(product, op, k, tol, max_matvecs, generator, sqrt_eps) -> Solve:
 def _davidson(product, op, block, k, tol, max_matvecs, generator, sqrt_eps, max_gap) -> Solve:
     """Warm: the block subspace method from the previous vectors (module docstring)."""
     iteration = DavidsonIteration(product, block, generator=generator)
+    best, since = np.inf, 0
     while True:
         keep = min(iteration.num_matvecs, k + MAX_GUARD_VECTORS)
         theta, Y, residuals, R = iteration.ritz(keep)
         bounds = _error_bounds(theta, residuals, np.arange(k), max_gap, MAX_GAIN)
         scale = np.maximum(np.abs(theta[:k]), sqrt_eps * np.max(np.abs(theta)))
         converged = bool(np.all(bounds <= tol * scale)) or iteration.exhausted
-        if converged or np.all(bounds <= _stop_at(op, tol) * scale) or iteration.num_matvecs >= max_matvecs:
+        worst = float(np.max(bounds / scale))
+        best, since = (worst, 0) if worst < STAGNATION * best else (best, since + 1)
+        if converged or np.all(bounds <= _stop_at(op, tol) * scale) or iteration.num_matvecs >= max_matvecs \
+                or since >= STAGNATION_STEPS:
             break
         iteration.expand(R[:, int(np.argmax(bounds / (tol * scale)))])
     return theta, bounds, residuals, converged, iteration.num_matvecs, lambda n: Y[:, :n]
