@@ -35,12 +35,15 @@ def twice_differentiable_kernels() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def measurement_context(model: nn.Module, *, train: bool, seed: int) -> Iterator[None]:
-    """Set train/eval mode and a private RNG seed, run twice-differentiable kernels
-    (:func:`twice_differentiable_kernels`); restore modes and global RNG streams after."""
+def measurement_context(model: nn.Module, *, train: bool, seed: int, second_order: bool = True) -> Iterator[None]:
+    """Set train/eval mode and a private RNG seed, and — for a measurement that differentiates
+    twice — twice-differentiable kernels (:func:`twice_differentiable_kernels`; first-order
+    measurements, central differences, keep the fast kernels); restore modes and global RNG
+    streams after."""
     modes = [(m, m.training) for m in model.modules()]
     cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() else []
-    with torch.random.fork_rng(devices=cuda), twice_differentiable_kernels():
+    kernels = twice_differentiable_kernels() if second_order else contextlib.nullcontext()
+    with torch.random.fork_rng(devices=cuda), kernels:
         torch.default_generator.manual_seed(seed)
         for d in cuda:
             torch.cuda.default_generators[d].manual_seed(seed)

@@ -232,7 +232,8 @@ class HessianOperator(CurvatureOperator):
         shifted = {"model." + n: (self._tensors["model." + n].detach() + s).requires_grad_(True)
                    for n, s in zip(self.param_names, self.unflatten(shift))}
         total = torch.zeros(self.size, device=self.device, dtype=self.dtype)
-        with measurement_context(self.model, train=self.train_mode, seed=self.seed):
+        # first order only: flash attention and compiled code stay as training runs them
+        with measurement_context(self.model, train=self.train_mode, seed=self.seed, second_order=False):
             buffers = {k: v for k, v in self._arguments().items() if k not in self._tensors}
             inputs = [shifted["model." + n] for n in self.param_names]
             for batch, w in zip(self.batches, self.weights):
