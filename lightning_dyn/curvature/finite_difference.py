@@ -60,16 +60,18 @@ def difference_step(parameters: torch.Tensor, order: Order = 2) -> float:
 def central_difference(gradient_at: Callable[[torch.Tensor], torch.Tensor], v: torch.Tensor, step: float,
                        order: Order = 2) -> torch.Tensor:
     """``H v`` by the central-difference stencil of ``order`` with step ``step`` along ``v/‖v‖``;
-    ``gradient_at(shift)`` returns the flat gradient at ``θ + shift``."""
+    ``gradient_at(shift)`` returns the flat gradient at ``θ + shift`` (any function of the shift:
+    the stencil differentiates it along ``v``)."""
     if order not in STENCILS:
         raise ValueError(f"order must be 2 or 4, got {order!r}")
     norm = torch.linalg.vector_norm(v)
     if float(norm) == 0.0:
-        return torch.zeros_like(v)
+        return torch.zeros_like(gradient_at(torch.zeros_like(v)))
     direction = v / norm
-    total = torch.zeros_like(v)
+    total = None
     for multiple, weight in STENCILS[order]:
-        total.add_(gradient_at(direction * (multiple * step)), alpha=weight)
+        value = gradient_at(direction * (multiple * step))
+        total = value * weight if total is None else total.add_(value, alpha=weight)
     return total.mul_(norm / step)
 
 

@@ -34,6 +34,7 @@ from torch import nn
 from ..curvature._random import private_generator, random_vectors
 from ..curvature.eigen import EigenResult, top_eigenpairs
 from ..curvature.context import measurement_context, twice_differentiable_kernels
+from ..curvature.finite_difference import central_difference, difference_step
 from ..curvature.operator import CurvatureOperator
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
@@ -89,11 +90,23 @@ class JacobianGramOperator(CurvatureOperator):
         if not torch.isfinite(self.outputs).all():
             raise FloatingPointError("the model's outputs at the probe inputs are not finite")
         self.num_jvps = self.num_vjps = 0
+        #: forward-mode AD works through the model (else central differences of the forward pass)
+        self.forward_mode = True
 
     def jvp(self, v: torch.Tensor) -> torch.Tensor:
+        """``J v`` by forward-mode AD; where an operation has no forward-mode formula (a custom
+        ``autograd.Function`` without ``jvp``), by central differences of the forward pass,
+        ``‖v‖ (f(x+εu) − f(x−εu))/2ε`` (``curvature/finite_difference.py``'s step rule, from then on)."""
         self.num_jvps += 1
         with torch.no_grad():
-            return torch.func.jvp(self.forward, (self.inputs,), (v.reshape(self.inputs.shape),))[1]
+            if self.forward_mode:
+                try:
+                    return torch.func.jvp(self.forward, (self.inputs,), (v.reshape(self.inputs.shape),))[1]
+                except (RuntimeError, NotImplementedError):
+                    self.forward_mode = False
+            step = difference_step(self.inputs.reshape(-1))
+            return central_difference(lambda shift: self.forward(self.inputs + shift.reshape(self.inputs.shape)),
+                                      v, step).reshape(self.outputs.shape)
 
     def vjp(self, u: torch.Tensor) -> torch.Tensor:
         self.num_vjps += 1

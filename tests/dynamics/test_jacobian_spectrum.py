@@ -103,3 +103,39 @@ def test_bad_inputs():
         jacobian_spectrum(model, torch.ones(2, 3), method="svd")
     with pytest.raises(ValueError, match=r"k \(5\) exceeds the number of singular values \(2 inputs × 2\)"):
         jacobian_spectrum(model, torch.ones(2, 3), k=5)
+
+
+class _NoForwardMode(torch.autograd.Function):
+    """tanh with a backward but no forward-mode formula (no ``jvp``)."""
+
+    @staticmethod
+    def forward(x):
+        return torch.tanh(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(output)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return grad * (1 - y * y)
+
+
+def test_without_forward_mode_the_jvp_falls_back_to_central_differences():
+    torch.manual_seed(0)
+    first, second = torch.nn.Linear(12, 30), torch.nn.Linear(30, 20)
+
+    def model(x):
+        return second(_NoForwardMode.apply(first(x)))
+
+    x = torch.randn(3, 12)
+    result = jacobian_spectrum(model, x, k=2, method="lanczos", tol=1e-6, max_matvecs=60, num_probes=8)
+    dense = torch.stack([torch.autograd.functional.jacobian(model, x[i:i + 1]).reshape(20, 12) for i in range(3)])
+    want = torch.linalg.svdvals(dense).flatten().sort(descending=True).values[:2]
+    torch.testing.assert_close(torch.as_tensor(result.sigma[:2], dtype=torch.float32), want, rtol=1e-4, atol=0)
+    from lightning_dyn.dynamics.jacobian_spectrum import JacobianGramOperator
+
+    op = JacobianGramOperator(model, x)
+    op.jvp(torch.randn(op.size))
+    assert not op.forward_mode  # the fallback was taken
