@@ -124,6 +124,7 @@ class EdgeOfStability(HessianSharpness):
         self.sharpness_tag = self.progress_bar_tag = f"dyn/{name}_sharpness"
         self.eig_tag = f"dyn/{name}_eig_{{}}"
         self.histogram_tag = f"dyn/{name}_top_eigenvalues"
+        self.operator_name = "preconditioned Hessian P⁻¹H" if name == "preconditioned" else "Hessian"
         super().prepare(trainer, pl_module)
 
     def operator(self, trainer: Any, pl_module: Any) -> CurvatureOperator:

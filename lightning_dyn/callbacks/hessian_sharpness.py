@@ -68,6 +68,8 @@ class HessianSharpness(DynamicsCallback):
     figure_tag = "dyn/sharpness_figure"
     density_tag = "dyn/spectral_density"
     histogram_tag = "dyn/top_eigenvalues"
+    #: what ``operator()`` is, in words (figure titles)
+    operator_name = "Hessian"
 
     def __init__(
         self,
@@ -209,7 +211,8 @@ class HessianSharpness(DynamicsCallback):
         add_figure(writer, self.figure_tag, self.fit_end_figure(), trainer.global_step)
         if self.last_density is not None:
             d = self.last_density
-            add_figure(writer, self.density_tag, density_figure(d["grid"], d["density"], step=d["step"]),
+            add_figure(writer, self.density_tag,
+                       density_figure(d["grid"], d["density"], step=d["step"], operator=self.operator_name),
                        trainer.global_step)
 
     def fit_end_figure(self) -> Any:

@@ -41,13 +41,13 @@ def series_figure(history: Sequence[dict], tags: Sequence[str], *, hline: Option
     return fig
 
 
-def density_figure(grid: np.ndarray, density: np.ndarray, *, step: int) -> Any:
-    """The smoothed Hessian spectral density (log scale, as in Ghorbani et al. 2019)."""
+def density_figure(grid: np.ndarray, density: np.ndarray, *, step: int, operator: str = "Hessian") -> Any:
+    """The smoothed spectral density of ``operator`` (log scale, as in Ghorbani et al. 2019)."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.semilogy(grid, np.maximum(density, 1e-12))
     ax.set_xlabel("eigenvalue")
     ax.set_ylabel("density")
-    ax.set_title(f"Hessian spectral density (SLQ), step {step}")
+    ax.set_title(f"{operator} spectral density (SLQ), step {step}")
     fig.tight_layout()
     return fig
 

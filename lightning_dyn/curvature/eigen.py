@@ -33,7 +33,7 @@ measurement against 8 for the combined Lanczos start, with no miss.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional, Union
+from typing import Callable, Literal, NamedTuple, Optional, Union
 
 import numpy as np
 import torch
@@ -159,15 +159,13 @@ def top_eigenpairs(
     generator = private_generator(generator)
     sign = 1.0 if which == "LA" else -1.0  # "SA": the largest of −A
     product = op.matvec if which == "LA" else (lambda v: -op.matvec(v))
-    sqrt_eps = float(np.sqrt(torch.finfo(op.dtype).eps))
     max_gap = _prior_gap(init)
     if init is None:
         theta, bounds, residuals, converged, num_matvecs, keep_of = _lanczos(
-            product, op, k, tol, max_matvecs, generator, sqrt_eps)
+            product, op, k, tol, max_matvecs, generator)
     else:
         theta, bounds, residuals, converged, num_matvecs, keep_of = _davidson(
-            product, op, _warm_block(op, init, k)[:, :max_matvecs], k, tol, max_matvecs, generator, sqrt_eps,
-            max_gap)
+            product, op, _warm_block(op, init, k)[:, :max_matvecs], k, tol, max_matvecs, generator, max_gap)
     kth = theta[k - 1]
     near = int(np.sum(np.abs(theta[k:] - kth) <= GUARD_WINDOW * abs(kth)))
     keep = min(len(theta), k + min(max(1, near), MAX_GUARD_VECTORS))
@@ -187,17 +185,32 @@ def top_eigenpairs(
     )
 
 
-def _stop_at(op: CurvatureOperator, tol: float) -> float:
-    """The relative accuracy to stop at: ``tol``, or the products' own accuracy when that is worse
-    (central differences): iterating further would not make the eigenvalue more accurate, and
-    ``converged`` then says that ``tol`` was not reached."""
-    return max(tol, getattr(op, "relative_error", 0.0))
+def _verdict(op: CurvatureOperator, theta: np.ndarray, bounds: np.ndarray, k: int,
+             tol: float) -> tuple[bool, bool, np.ndarray]:
+    """``(stop, converged, relative bounds)`` for the wanted Ritz values ``theta[:k]`` (descending).
+    Converged: every bound within ``tol``, relative. Stop: within ``tol`` or within the products' own
+    accuracy when that is worse (central differences) — iterating further would not make the
+    eigenvalue more accurate, and ``converged`` then says that ``tol`` was not reached."""
+    sqrt_eps = float(np.sqrt(torch.finfo(op.dtype).eps))
+    scale = np.maximum(np.abs(theta[:k]), sqrt_eps * np.max(np.abs(theta)))
+    floor = max(tol, getattr(op, "relative_error", 0.0))
+    relative = bounds / scale
+    return bool(np.all(relative <= floor)), bool(np.all(relative <= tol)), relative
 
 
-Solve = tuple  # (Ritz values descending, bounds of the k wanted, residuals, converged, products, vectors(keep))
+class Solve(NamedTuple):
+    """What a solver hands :func:`top_eigenpairs`: Ritz values (descending), the bounds and residuals
+    of the wanted ones, the verdict, the products spent, and the first ``keep`` Ritz vectors."""
+
+    theta: np.ndarray
+    bounds: np.ndarray
+    residuals: np.ndarray
+    converged: bool
+    num_matvecs: int
+    vectors: Callable[[int], torch.Tensor]
 
 
-def _lanczos(product, op, k, tol, max_matvecs, generator, sqrt_eps) -> Solve:
+def _lanczos(product, op, k, tol, max_matvecs, generator) -> Solve:
     """Cold: Lanczos from a random vector. Ritz values descending, their bounds and residuals."""
     start = random_vectors((op.size,), device=op.device, dtype=op.dtype, generator=generator)
     lanczos = LanczosIteration(product, start, max_steps=max_matvecs, generator=generator)
@@ -207,22 +220,21 @@ def _lanczos(product, op, k, tol, max_matvecs, generator, sqrt_eps) -> Solve:
         order = np.argsort(-theta, kind="stable")
         # a breakdown step has residual 0 for the invariant block found so far, which need not
         # hold the wanted eigenvalues (repeated eigenvalues): judge only after the fresh block starts
-        judged = len(theta) >= k and not lanczos.restarted
         bounds = _error_bounds(theta[order], residuals[order], np.arange(k), float("inf"), MAX_GAIN) \
             if len(theta) >= k else None
-        if judged:
-            scale = np.maximum(np.abs(theta[order[:k]]), sqrt_eps * np.max(np.abs(theta)))
-            if np.all(bounds <= _stop_at(op, tol) * scale) or lanczos.exhausted:
-                converged = bool(np.all(bounds <= tol * scale)) or lanczos.exhausted
+        if len(theta) >= k and not lanczos.restarted:
+            stop, converged, _ = _verdict(op, theta[order], bounds, k, tol)
+            if stop or lanczos.exhausted:
+                converged = converged or lanczos.exhausted
                 break
         if lanczos.num_steps >= lanczos.max_steps or lanczos.exhausted:
             converged = lanczos.exhausted  # the whole space spanned: Ritz values are eigenvalues
             break
-    return (theta[order], bounds, residuals[order], converged, lanczos.num_steps,
-            lambda keep: lanczos.ritz_vectors(S[:, order[:keep]]))
+    return Solve(theta[order], bounds, residuals[order], converged, lanczos.num_steps,
+                 lambda keep: lanczos.ritz_vectors(S[:, order[:keep]]))
 
 
-def _davidson(product, op, block, k, tol, max_matvecs, generator, sqrt_eps, max_gap) -> Solve:
+def _davidson(product, op, block, k, tol, max_matvecs, generator, max_gap) -> Solve:
     """Warm: the block subspace method from the previous vectors (module docstring)."""
     iteration = DavidsonIteration(product, block, generator=generator)
     best, since = np.inf, 0
@@ -230,12 +242,11 @@ def _davidson(product, op, block, k, tol, max_matvecs, generator, sqrt_eps, max_
         keep = min(iteration.num_matvecs, k + MAX_GUARD_VECTORS)
         theta, Y, residuals, R = iteration.ritz(keep)
         bounds = _error_bounds(theta, residuals, np.arange(k), max_gap, MAX_GAIN)
-        scale = np.maximum(np.abs(theta[:k]), sqrt_eps * np.max(np.abs(theta)))
-        converged = bool(np.all(bounds <= tol * scale)) or iteration.exhausted
-        worst = float(np.max(bounds / scale))
+        stop, converged, relative = _verdict(op, theta, bounds, k, tol)
+        converged = converged or iteration.exhausted
+        worst = float(relative.max())
         best, since = (worst, 0) if worst < STAGNATION * best else (best, since + 1)
-        if converged or np.all(bounds <= _stop_at(op, tol) * scale) or iteration.num_matvecs >= max_matvecs \
-                or since >= STAGNATION_STEPS:
+        if stop or converged or iteration.num_matvecs >= max_matvecs or since >= STAGNATION_STEPS:
             break
-        iteration.expand(R[:, int(np.argmax(bounds / (tol * scale)))])
-    return theta, bounds, residuals, converged, iteration.num_matvecs, lambda n: Y[:, :n]
+        iteration.expand(R[:, int(np.argmax(relative))])
+    return Solve(theta, bounds, residuals, converged, iteration.num_matvecs, lambda n: Y[:, :n])
