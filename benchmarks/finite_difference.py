@@ -2,10 +2,14 @@
 hessian-eigenthings' finite-difference operator, in one run.
 
     python benchmarks/finite_difference.py [--layers 8 --width 320 --steps 200 --every 50]
+    python benchmarks/finite_difference.py --preset gpt2 --device cuda --precision bf16-mixed   # GPU
 
 A GPT-2 from a ``transformers`` config (default SDPA attention, tied embeddings; 8 layers, width
 320, vocabulary 2048: ~10M parameters), 8 sequences of 64 tokens as the probe set, on the CPU.
 The peer comes from the ``bench`` extra (``pip install -e .[bench]``); nothing is installed here.
+``--preset gpt2`` is GPT-2 small's shape (124M parameters, vocabulary 50257, 12 layers of width
+768), for a GPU machine (``benchmarks/gpu_finite_difference.sh``); ``--precision`` is the
+``Trainer``'s in the overhead section (with ``bf16-mixed`` training attention runs the flash kernel).
 
 1. cost of one product relative to one gradient: double backward (our engine, attention on the math
    kernel), central differences (ours, order 2 and 4), hessian-eigenthings' central differences;
@@ -35,53 +39,63 @@ from lightning_dyn.curvature import HessianOperator, top_eigenpairs  # noqa: E40
 VOCAB, LENGTH = 2048, 64
 
 
-def gpt(layers: int, width: int):
+def gpt(layers: int, width: int, vocab: int = VOCAB, heads: int = 8):
     import transformers
 
     torch.manual_seed(0)
-    config = transformers.GPT2Config(vocab_size=VOCAB, n_positions=LENGTH, n_embd=width, n_layer=layers, n_head=8,
+    config = transformers.GPT2Config(vocab_size=vocab, n_positions=LENGTH, n_embd=width, n_layer=layers, n_head=heads,
                                      bos_token_id=0, eos_token_id=0)
     return transformers.GPT2LMHeadModel(config)
+
+
+def synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def lm_loss(model, batch):
     return model(input_ids=batch[0], labels=batch[0]).loss
 
 
-def tokens(n: int, seed: int) -> torch.Tensor:
+def tokens(n: int, seed: int, vocab: int = VOCAB) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    start, stride = torch.randint(0, VOCAB, (n, 1), generator=g), torch.randint(1, 9, (n, 1), generator=g)
-    return (start + stride * torch.arange(LENGTH)) % VOCAB
+    start, stride = torch.randint(0, vocab, (n, 1), generator=g), torch.randint(1, 9, (n, 1), generator=g)
+    return (start + stride * torch.arange(LENGTH)) % vocab
 
 
 def timed(fn, repeats: int = 3) -> float:
     fn()
     times = []
     for _ in range(repeats):
+        synchronize()
         start = time.perf_counter()
         fn()
+        synchronize()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
 def section_products(model, batch) -> None:
     params = [p for p in model.parameters()]
-    v = torch.randn(sum(p.numel() for p in params), generator=torch.Generator().manual_seed(0))
+    v = torch.randn(sum(p.numel() for p in params), generator=torch.Generator().manual_seed(0)).to(params[0].device)
     v /= v.norm()
 
     def gradient():
         torch.autograd.grad(lm_loss(model, batch), params)
 
-    import hessian_eigenthings as he
-
-    theirs = he.HessianOperator(model, [batch], lambda m, b: lm_loss(m, b), method="finite_difference")
     rows = [("one gradient", gradient)]
     for name, backend, order in (("double backward (ours, math attention)", "double_backward", 2),
                                  ("central differences, order 2 (ours)", "finite_difference", 2),
                                  ("central differences, order 4 (ours)", "finite_difference", 4)):
         op = HessianOperator(model, lm_loss, [batch], backend=backend, difference_order=order, cache_graph=False)
         rows.append((name, lambda op=op: op.matvec(v)))
-    rows.append(("central differences (hessian-eigenthings)", lambda: theirs.matvec(v)))
+    try:
+        import hessian_eigenthings as he
+
+        theirs = he.HessianOperator(model, [batch], lambda m, b: lm_loss(m, b), method="finite_difference")
+        rows.append(("central differences (hessian-eigenthings)", lambda: theirs.matvec(v)))
+    except ImportError:
+        print("(hessian-eigenthings not installed: its row is left out)")
     base = None
     print("\n## cost of one product (median of 3, after one warm-up)")
     for name, fn in rows:
@@ -91,7 +105,6 @@ def section_products(model, batch) -> None:
 
 
 def section_eigenvalue(model, batch) -> None:
-    import hessian_eigenthings as he
 
     start = time.perf_counter()
     reference = float(top_eigenpairs(HessianOperator(model, lm_loss, [batch], dtype=torch.float64), tol=1e-9,
@@ -111,6 +124,10 @@ def section_eigenvalue(model, batch) -> None:
                   f"converged {result.converged})")
     # hessian-eigenthings' lanczos runs a fixed number of steps (default 2k = 2): the same budget as
     # ours, and a generous one
+    try:
+        import hessian_eigenthings as he
+    except ImportError:
+        return
     theirs = he.HessianOperator(model, [batch], lambda m, b: lm_loss(m, b), method="finite_difference")
     for steps in sorted({2, budgets[1], budgets[3]}):
         start = time.perf_counter()
@@ -135,20 +152,22 @@ class LanguageModel(pl.LightningModule):
 
 def section_overhead(args) -> None:
     def run(callbacks):
-        module = LanguageModel(gpt(args.layers, args.width))
-        loader = DataLoader(TensorDataset(tokens(512, 1)), batch_size=8, shuffle=True,
+        module = LanguageModel(gpt(args.layers, args.width, args.vocab, args.heads))
+        loader = DataLoader(TensorDataset(tokens(512, 1, args.vocab)), batch_size=8, shuffle=True,
                             generator=torch.Generator().manual_seed(0))
         trainer = pl.Trainer(max_steps=args.steps, callbacks=callbacks, logger=False, enable_checkpointing=False,
-                             enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+                             enable_progress_bar=False, enable_model_summary=False,
+                             accelerator="gpu" if args.device == "cuda" else "cpu", devices=1,
+                             precision=args.precision)
         start = time.perf_counter()
         trainer.fit(module, loader)
         return time.perf_counter() - start
 
     plain = run([])
-    eos = EdgeOfStability(every_n_steps=args.every, probe_size=8, backend="finite_difference",
-                          density_at_fit_end=False)
+    eos = EdgeOfStability(every_n_steps=args.every, probe_size=8, backend=args.backend, density_at_fit_end=False)
     observed = run([eos])
-    print(f"\n## EdgeOfStability(every_n_steps={args.every}, backend='finite_difference') on a {args.steps}-step fit")
+    print(f"\n## EdgeOfStability(every_n_steps={args.every}, backend={args.backend!r}) on a {args.steps}-step fit "
+          f"({args.precision}; products by {eos.product_backend})")
     print(f"without callback {plain:7.1f} s\nwith it          {observed:7.1f} s   overhead {(observed - plain) / plain:6.1%}   "
           f"{len(eos.history)} measurements, products {[h['hvps'] for h in eos.history]}, "
           f"{eos.total_seconds:.1f} s measuring")
@@ -161,11 +180,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--every", type=int, default=50)
     parser.add_argument("--sections", default="products,eigenvalue,overhead")
+    parser.add_argument("--preset", choices=["small", "gpt2"], default="small")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="32-true", help="the Trainer's precision in the overhead section")
+    parser.add_argument("--backend", default="finite_difference", help="EdgeOfStability's backend (overhead)")
     args = parser.parse_args()
-    model = gpt(args.layers, args.width).eval()
+    args.vocab, args.heads = VOCAB, 8
+    if args.preset == "gpt2":
+        args.layers, args.width, args.vocab, args.heads = 12, 768, 50257, 12
+    model = gpt(args.layers, args.width, args.vocab, args.heads).to(args.device).eval()
     print(f"GPT-2 from a config: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
-          f"probe set 8 × {LENGTH} tokens, {torch.get_num_threads()} CPU threads")
-    batch = (tokens(8, 0),)
+          f"probe set 8 × {LENGTH} tokens, {args.device}, {torch.get_num_threads()} CPU threads")
+    batch = (tokens(8, 0, args.vocab).to(args.device),)
     sections = args.sections.split(",")
     if "products" in sections:
         section_products(model, batch)

@@ -26,6 +26,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
+from ..curvature.sharded import reshard
 from .compat import CALLBACK_BASES, ConfigurationError, tensorboard_writer
 from .rng import preserved_rng
 
@@ -81,6 +82,20 @@ def rank_zero_buffers(trainer: Any, module: nn.Module) -> Iterator[None]:
         with torch.no_grad():
             for b, saved in zip(buffers, own):
                 b.copy_(saved)
+
+
+#: strategies whose parameters or gradients are not where a callback can read them, and why
+UNSUPPORTED_STRATEGIES = {
+    "FSDPStrategy": (
+        "FSDPStrategy (FSDP1) keeps each module's parameters flattened into one sharded FlatParameter, so neither "
+        "the parameters a measurement differentiates nor per-layer gradients exist as tensors of the model. Use "
+        "ModelParallelStrategy with fully_shard in configure_model (FSDP2, which Lightning recommends for new "
+        "code): every callback but SGDLyapunov supports it"),
+    "DeepSpeedStrategy": (
+        "DeepSpeed partitions gradients (ZeRO-2) and parameters (ZeRO-3) in its own buffers and steps the optimizer "
+        "itself, so gradients are not in `.grad` and the parameters are not the model's tensors. Use "
+        "ModelParallelStrategy with fully_shard (FSDP2) or DDP"),
+}
 
 
 @contextlib.contextmanager
@@ -177,6 +192,9 @@ class DynamicsCallback(*CALLBACK_BASES):  # type: ignore[misc]
         return self._generate_state_key(every_n_steps=self.every_n_steps, seed=self.seed)
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        refused = UNSUPPORTED_STRATEGIES.get(type(getattr(trainer, "strategy", None)).__name__)
+        if refused:
+            raise ConfigurationError(f"{type(self).__name__}: {refused}")
         with self.hygiene(pl_module):
             self.prepare(trainer, pl_module)
 
@@ -229,9 +247,14 @@ class DynamicsCallback(*CALLBACK_BASES):  # type: ignore[misc]
     # -- the measurement ------------------------------------------------------------------------
     @contextlib.contextmanager
     def hygiene(self, pl_module: Any) -> Iterator[None]:
-        """Global RNG streams forked and restored, module modes restored, grad mode on."""
-        with preserved_rng(), preserved_modes(pl_module), torch.enable_grad():
-            yield
+        """Global RNG streams forked and restored, module modes restored, grad mode on; under FSDP2
+        every module resharded after (a forward pass without a parameter backward — a Jacobian, a
+        loss — leaves gathered parameters registered in the module, which training does not expect)."""
+        try:
+            with preserved_rng(), preserved_modes(pl_module), torch.enable_grad():
+                yield
+        finally:
+            reshard(pl_module)
 
     def _measure_and_log(self, trainer: Any, pl_module: Any, *, in_loop: bool) -> None:
         step = trainer.global_step

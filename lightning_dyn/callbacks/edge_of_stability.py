@@ -132,7 +132,7 @@ class EdgeOfStability(HessianSharpness):
         optimizer = trainer.optimizers[0]
         op = self.hessian(pl_module)
         scaling = stability_scaling(optimizer, op.parameters)
-        self._never_updated = scaling.never_updated if scaling.preconditioned else None
+        self._never_updated = int(op.space.total(scaling.never_updated)) if scaling.preconditioned else None
         if scaling.scale is None:
             self._threshold = scaling.threshold
             return op

@@ -6,7 +6,7 @@ Runs in ``on_before_optimizer_step`` — after AMP unscaling, before gradient cl
 logged steps (``every_n_steps``), or at every step when ``action`` must decide before the update
 (``"skip"``, ``"stop"``, ``"raise"``: one scalar read back, and one all-reduce under DDP, per step).
 
-Logged (SCIENCE.md §3): ``dyn/grad_norm_preclip`` — the norm of the global gradient (under DDP the
+Logged: ``dyn/grad_norm_preclip`` — the norm of the global gradient (under DDP the
 gradients are already all-reduced here) — and its running median ``dyn/grad_norm_preclip_median``;
 per layer ``dyn/grad_norm_preclip/<layer>`` and ``dyn/grad_weight_ratio_preclip/<layer>``
 (``‖∂L/∂W‖/‖W‖``); at the outputs of the model's blocks (:func:`find_blocks`)
@@ -39,6 +39,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from ..curvature.probe import trainable_signature
+from ..curvature.sharded import is_sharded, local
 from ..dynamics.backprop_signal import BackpropSignal, find_blocks
 from ..dynamics.gradient_norms import GradientDetector, GradientStep
 from ..dynamics.signal_propagation import backprop_lyapunov, local_growth
@@ -159,6 +160,8 @@ class GradientExplosionMonitor(DynamicsCallback):
             raise ConfigurationError("GradientExplosionMonitor: the model has no parameters that receive gradients")
         self._params = params
         self._trainable = trainable_signature(pl_module)
+        shards = [p for p in params if is_sharded(p)]
+        self._shard_group = shards[0].device_mesh.get_group() if shards else None
         self._norm_dtype = torch.float64 if any(p.dtype == torch.float64 for p in params) else torch.float32
         try:
             blocks = find_blocks(pl_module, self.block_names)
@@ -244,7 +247,13 @@ class GradientExplosionMonitor(DynamicsCallback):
         present = [t for t in tensors if t is not None]
         if not present:
             return torch.zeros(len(tensors), dtype=self._norm_dtype, device=device)
-        values = torch.stack(torch._foreach_norm([t.detach() for t in present], 2, dtype=self._norm_dtype))
+        values = torch.stack(torch._foreach_norm([local(t.detach()) for t in present], 2, dtype=self._norm_dtype))
+        if self._shard_group is not None:  # sharded training: a rank holds a shard of each sharded tensor
+            sharded = torch.tensor([is_sharded(t) for t in present], device=values.device)
+            squares = values.square()
+            summed = torch.where(sharded, squares, torch.zeros_like(squares))
+            torch.distributed.all_reduce(summed, group=self._shard_group)
+            values = torch.where(sharded, summed, squares).sqrt()
         if len(present) == len(tensors):
             return values
         out = torch.zeros(len(tensors), dtype=self._norm_dtype, device=device)

@@ -22,6 +22,7 @@ from ..curvature.eigen import EigenResult
 from .base import DynamicsCallback, Measurement, check_choice, check_positive_int, rank_zero_buffers
 from .compat import ConfigurationError
 from ..curvature.probe import trainable_signature
+from ..curvature.sharded import ShardedHessianOperator, sharded_model
 from .probe import check_measurable, default_loss, probe_set, training_step_loss
 from .views import add_figure, density_figure, series_figure
 
@@ -126,6 +127,7 @@ class HessianSharpness(DynamicsCallback):
         self.last_density: Optional[dict] = None
         self.batches: list = []
         self._trainable: tuple = ()
+        self._sharded = False
 
     # -- setup ----------------------------------------------------------------------------------
     def prepare(self, trainer: Any, pl_module: Any) -> None:
@@ -140,6 +142,7 @@ class HessianSharpness(DynamicsCallback):
                                                 seed=self.seed, backend=self.backend)
         self.cost_unit = "fd_hvps" if self.product_backend == "finite_difference" else "hvps"
         self._trainable = trainable_signature(pl_module)
+        self._sharded = sharded_model(pl_module)
 
     def _follow_trainable(self, pl_module: Any) -> None:
         """Fine-tuning changed which parameters train: the warm start spans the old space, drop it."""
@@ -155,7 +158,9 @@ class HessianSharpness(DynamicsCallback):
         """The operator whose top eigenvalues are measured (subclasses precondition it)."""
         return self.hessian(pl_module)
 
-    def hessian(self, pl_module: Any) -> HessianOperator:
+    def hessian(self, pl_module: Any) -> CurvatureOperator:
+        if sharded_model(pl_module):
+            return ShardedHessianOperator(pl_module, self.loss, self.batches, mode=self.mode, seed=self.seed)
         return HessianOperator(pl_module, self.loss, self.batches, mode=self.mode, seed=self.seed,
                                backend=self.product_backend)
 
@@ -225,7 +230,10 @@ class HessianSharpness(DynamicsCallback):
         return self._generate_state_key(every_n_steps=self.every_n_steps, k=self.k, seed=self.seed)
 
     def extra_state(self) -> dict[str, Any]:
-        return {"previous": None if self.previous is None else vars(self.previous), "measurements": self.measurements}
+        # sharded vectors are this rank's shards, and a checkpoint keeps one rank's callback state:
+        # a resumed sharded run measures cold once
+        keep = self.previous is not None and not self._sharded
+        return {"previous": vars(self.previous) if keep else None, "measurements": self.measurements}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.previous = None if state["previous"] is None else EigenResult(**state["previous"])

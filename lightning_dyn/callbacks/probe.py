@@ -20,6 +20,7 @@ from torch import nn
 from ..curvature.batches import tree_map_tensors
 from ..curvature.hessian import HessianOperator
 from ..curvature.probe import ProbeSet, ProbeSetError, draw_probe_set
+from ..curvature.sharded import ShardedHessianOperator, sharded_model, sharding_problem
 from .compat import ConfigurationError
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
@@ -101,6 +102,8 @@ CHECK_TOLERANCE = 1e-3
 
 
 Backend = Literal["auto", "double_backward", "finite_difference"]
+#: estimated relative error of a sharded central-difference product above which it is refused
+SHARDED_ACCURACY = 1e-2
 
 
 def check_measurable(pl_module: nn.Module, loss_fn: LossFn, batch: Any, *, owner: str, mode: str = "eval",
@@ -114,6 +117,9 @@ def check_measurable(pl_module: nn.Module, loss_fn: LossFn, batch: Any, *, owner
     derivative, so it is compared, in float64, with central differences of gradients
     ``(∇L(θ+εv) − ∇L(θ−εv))/2ε``, which need none. With ``backend="auto"`` either failure selects
     central differences (said in one line); with ``"double_backward"`` it is refused."""
+    if sharded_model(pl_module):
+        return _check_sharded(pl_module, loss_fn, batch, owner=owner, mode=mode, seed=seed, backend=backend)
+
     def product(chosen: str) -> None:
         op = HessianOperator(pl_module, loss_fn, [batch], distributed=False, mode=mode, seed=seed,
                              cache_graph=False, backend=chosen)
@@ -150,6 +156,37 @@ def check_measurable(pl_module: nn.Module, loss_fn: LossFn, batch: Any, *, owner
     if reason:
         raise ConfigurationError(f"{owner} cannot measure the Hessian of this loss: {reason}")
     return "double_backward"
+
+
+def _check_sharded(pl_module: nn.Module, loss_fn: LossFn, batch: Any, *, owner: str, mode: str, seed: int,
+                   backend: Backend) -> str:
+    """The check under sharded training (FSDP2): double backward cannot go through parameters that
+    are all-gathered for each layer, so products are central differences shard by shard
+    (:class:`~lightning_dyn.curvature.sharded.ShardedHessianOperator`); one is taken on every rank."""
+    if backend == "double_backward":
+        raise ConfigurationError(
+            f"{owner}: the model's parameters are sharded (FSDP2 fully_shard), and double backward cannot go through "
+            "parameters that are all-gathered for each layer; use backend='auto' or 'finite_difference'")
+    problem = sharding_problem(pl_module)
+    if problem:
+        raise ConfigurationError(f"{owner} cannot measure the Hessian of this sharded model: {problem}")
+    try:
+        op = ShardedHessianOperator(pl_module, loss_fn, [batch], mode=mode, seed=seed)
+        loss = float(op.loss())
+        if not np.isfinite(loss):
+            raise ValueError(f"the loss on the probe set is not finite ({loss})")
+        op.matvec(op.space.random((op.size,), device=op.device, dtype=op.dtype,
+                                  generator=torch.Generator().manual_seed(seed)))
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ConfigurationError(f"{owner} cannot measure the Hessian of this loss: {err}") from err
+    if not op.relative_error <= SHARDED_ACCURACY:
+        raise ConfigurationError(
+            f"{owner}: central differences through this sharded model are inaccurate (estimated relative error "
+            f"{op.relative_error:.2g}): a 16-bit MixedPrecisionPolicy(param_dtype=...) rounds the shifted parameters "
+            "before the forward pass. Measure without that policy (bf16 autocast through `precision=` is fine)")
+    rank_zero_info(f"{owner}: sharded parameters (FSDP2): Hessian-vector products by central differences of "
+                   "gradients, shard by shard")
+    return "finite_difference"
 
 
 def _disagreement(pl_module: nn.Module, loss_fn: LossFn, batch: Any, *, mode: str, seed: int) -> Optional[str]:

@@ -28,6 +28,7 @@ from torch.utils.data import RandomSampler
 
 from ..curvature.context import measurement_context
 from ..dynamics.sgd_lyapunov import SGDStability, sgd_lyapunov
+from ..curvature.sharded import sharded_model
 from .base import DynamicsCallback, Measurement, check_choice, check_positive, check_positive_int
 from .compat import ConfigurationError
 from .probe import canonical_order, check_measurable, default_loss, probe_set
@@ -143,6 +144,11 @@ class SGDLyapunov(DynamicsCallback):
 
     # -- setup ----------------------------------------------------------------------------------
     def prepare(self, trainer: Any, pl_module: Any) -> None:
+        if sharded_model(pl_module):
+            raise ConfigurationError(
+                "SGDLyapunov does not support sharded parameters (FSDP2 fully_shard): it linearises SGD with "
+                "per-sample Jacobians of the whole model on every rank; measure it on an unsharded run (DDP or one "
+                "device)")
         self._check_optimizer(trainer)
         loader = trainer.train_dataloader
         # probe_size counts all ranks' samples; every rank simulates the whole set

@@ -2,7 +2,8 @@
 
 ``HessianOperator`` (products over a fixed probe set), ``top_eigenpairs`` (Lanczos with an error
 bound and warm starts), ``trace`` (Hutch++ / Hutchinson), ``spectral_density`` (stochastic
-Lanczos quadrature), ``PreconditionedOperator`` (``D H D``).
+Lanczos quadrature), ``PreconditionedOperator`` (``D H D``), ``ShardedHessianOperator`` (the Hessian
+of an FSDP2-sharded model, shard by shard).
 """
 
 from .density import SpectralDensity, spectral_density
@@ -10,6 +11,7 @@ from .eigen import EigenResult, top_eigenpairs
 from .hessian import HessianOperator
 from .operator import CurvatureOperator, DenseOperator, MatrixFreeOperator
 from .preconditioned import PreconditionedOperator
+from .sharded import ShardedHessianOperator
 from .trace import TraceEstimate, trace
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "EigenResult",
     "HessianOperator",
     "PreconditionedOperator",
+    "ShardedHessianOperator",
     "SpectralDensity",
     "TraceEstimate",
     "spectral_density",

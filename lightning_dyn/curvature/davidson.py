@@ -19,12 +19,12 @@ residuals are accumulated column by column — the basis is never stacked into a
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import torch
 
-from ._random import random_vectors
+from .space import WHOLE, VectorSpace
 
 
 class DavidsonIteration:
@@ -38,9 +38,11 @@ class DavidsonIteration:
     """
 
     def __init__(self, matvec: Callable[[torch.Tensor], torch.Tensor], block: torch.Tensor, *,
-                 generator: torch.Generator) -> None:
+                 generator: torch.Generator, space: VectorSpace = WHOLE, dimension: Optional[int] = None) -> None:
         self.matvec = matvec
-        self.size = block.shape[0]
+        self.space = space
+        self.size = block.shape[0]  # entries held here
+        self.dimension = self.size if dimension is None else dimension
         self.generator = generator
         self._Q: list[torch.Tensor] = []
         self._AQ: list[torch.Tensor] = []
@@ -49,7 +51,7 @@ class DavidsonIteration:
         self.exhausted = False
         for column in block.T:
             self._add(column.clone())
-        while len(self._Q) < min(block.shape[1], self.size):
+        while len(self._Q) < min(block.shape[1], self.dimension):
             self._add(self._random(block))
 
     @property
@@ -57,34 +59,33 @@ class DavidsonIteration:
         return len(self._AQ)
 
     def _random(self, like: torch.Tensor) -> torch.Tensor:
-        return random_vectors((self.size,), device=like.device, dtype=like.dtype, generator=self.generator)
+        return self.space.random((self.size,), device=like.device, dtype=like.dtype, generator=self.generator)
 
     def _add(self, w: torch.Tensor) -> bool:
         """Orthonormalise ``w`` against the basis and take its product; False if nothing was left."""
-        if not torch.isfinite(w).all():
+        if not self.space.all_finite(w):
             return False
-        norm = torch.linalg.vector_norm(w)
-        for _ in range(2):
-            for q in self._Q:
-                w.sub_(q * torch.dot(q, w))
-        left = torch.linalg.vector_norm(w)
+        norm = self.space.norm(w)
+        for _ in range(2):  # classical Gram–Schmidt, twice: one reduction a pass
+            for q, c in zip(self._Q, self.space.dots([(q, w) for q in self._Q]) if self._Q else []):
+                w.sub_(q * c)
+        left = self.space.norm(w)
         if not float(left) > 1e-3 * float(norm) or float(norm) == 0.0:
             return False
         w.div_(left)
         image = self.matvec(w)
-        if not torch.isfinite(image).all():
+        if not self.space.all_finite(image):
             raise FloatingPointError(f"the operator returned a non-finite product (step {len(self._AQ) + 1} of a "
                                      "warm solve); the model or the loss produces NaN/Inf at these parameters")
         self._Q.append(w)
         self._AQ.append(image)
         self._grow(w, image)
-        self.exhausted = len(self._Q) >= self.size
+        self.exhausted = len(self._Q) >= self.dimension
         return True
 
     def _grow(self, q: torch.Tensor, image: torch.Tensor) -> None:
         """Add the new row and column of ``QᵀAQ`` (symmetrised) and ``(AQ)ᵀAQ``."""
-        dots = torch.stack([torch.dot(x, y) for x, y in
-                            [(a, image) for a in self._Q] + [(q, a) for a in self._AQ] + [(a, image) for a in self._AQ]])
+        dots = self.space.dots([(a, image) for a in self._Q] + [(q, a) for a in self._AQ] + [(a, image) for a in self._AQ])
         m = len(self._Q)
         values = dots.double().cpu().numpy()
         t = (values[:m] + values[m:2 * m]) / 2
@@ -108,7 +109,7 @@ class DavidsonIteration:
             R.addr_(image, row)
         R -= Y * torch.as_tensor(theta[:keep], device=q0.device, dtype=q0.dtype)
         residuals = np.empty(len(theta))
-        residuals[:keep] = torch.linalg.vector_norm(R, dim=0).double().cpu().numpy()
+        residuals[:keep] = self.space.column_norms(R).double().cpu().numpy()
         if keep < len(theta):  # the rest only widen gaps: ‖AQs‖² − θ² is accurate enough there
             rest = S[:, keep:]
             residuals[keep:] = np.sqrt(np.maximum(np.einsum("ij,ik,kj->j", rest, self._G, rest) - theta[keep:] ** 2,

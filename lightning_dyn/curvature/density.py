@@ -18,7 +18,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ._random import Distribution, private_generator, random_vectors
+from ._random import Distribution, private_generator
 from .lanczos import LanczosIteration
 from .operator import CurvatureOperator
 
@@ -74,8 +74,9 @@ def spectral_density(
     start_count = op.num_matvecs
     nodes, weights = [], []
     for _ in range(num_runs):
-        v = random_vectors((op.size,), device=op.device, dtype=op.dtype, generator=generator, distribution=distribution)
-        lanczos = LanczosIteration(op.matvec, v, max_steps=lanczos_steps, generator=generator, restart=False)
+        v = op.space.random((op.size,), device=op.device, dtype=op.dtype, generator=generator, distribution=distribution)
+        lanczos = LanczosIteration(op.matvec, v, max_steps=lanczos_steps, generator=generator, restart=False,
+                                   space=op.space, dimension=op.dimension)
         while not lanczos.exhausted and lanczos.num_steps < lanczos.max_steps:
             lanczos.step()
         theta, S, _ = lanczos.ritz()

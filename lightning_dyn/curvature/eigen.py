@@ -38,7 +38,7 @@ from typing import Callable, Literal, NamedTuple, Optional, Union
 import numpy as np
 import torch
 
-from ._random import private_generator, random_vectors
+from ._random import private_generator
 from .davidson import DavidsonIteration
 from .lanczos import LanczosIteration
 from .operator import CurvatureOperator
@@ -137,7 +137,7 @@ def top_eigenpairs(
 
     Args:
         op: a :class:`CurvatureOperator` (e.g. :class:`HessianOperator`).
-        k: number of eigenpairs (``1 ≤ k ≤ op.size``).
+        k: number of eigenpairs (``1 ≤ k ≤ op.dimension``).
         tol: relative accuracy of the returned eigenvalues.
         max_matvecs: cap on products; ``converged`` is False if it is reached first.
         init: warm start: the previous :class:`EigenResult` (recommended: it brings guard vectors
@@ -150,8 +150,8 @@ def top_eigenpairs(
     """
     if which not in ("LA", "SA"):
         raise ValueError(f"which must be 'LA' or 'SA', got {which!r}")
-    if not 1 <= k <= op.size:
-        raise ValueError(f"k must be between 1 and the operator's size {op.size}, got {k}")
+    if not 1 <= k <= op.dimension:
+        raise ValueError(f"k must be between 1 and the operator's dimension {op.dimension}, got {k}")
     if max_matvecs < k:
         raise ValueError(f"max_matvecs ({max_matvecs}) must be at least k ({k})")
     if not tol > 0:
@@ -212,8 +212,9 @@ class Solve(NamedTuple):
 
 def _lanczos(product, op, k, tol, max_matvecs, generator) -> Solve:
     """Cold: Lanczos from a random vector. Ritz values descending, their bounds and residuals."""
-    start = random_vectors((op.size,), device=op.device, dtype=op.dtype, generator=generator)
-    lanczos = LanczosIteration(product, start, max_steps=max_matvecs, generator=generator)
+    start = op.space.random((op.size,), device=op.device, dtype=op.dtype, generator=generator)
+    lanczos = LanczosIteration(product, start, max_steps=max_matvecs, generator=generator, space=op.space,
+                               dimension=op.dimension)
     while True:
         lanczos.step()
         theta, S, residuals = lanczos.ritz()
@@ -236,7 +237,7 @@ def _lanczos(product, op, k, tol, max_matvecs, generator) -> Solve:
 
 def _davidson(product, op, block, k, tol, max_matvecs, generator, max_gap) -> Solve:
     """Warm: the block subspace method from the previous vectors (module docstring)."""
-    iteration = DavidsonIteration(product, block, generator=generator)
+    iteration = DavidsonIteration(product, block, generator=generator, space=op.space, dimension=op.dimension)
     best, since = np.inf, 0
     while True:
         keep = min(iteration.num_matvecs, k + MAX_GUARD_VECTORS)

@@ -31,9 +31,11 @@ to beat.
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from typing import Callable, Literal, Optional
 
 import torch
+
+from .space import WHOLE, VectorSpace
 
 #: (multiple of ε, weight) of each gradient in the stencil, the sum divided by ε
 STENCILS: dict[int, tuple[tuple[int, float], ...]] = {
@@ -50,21 +52,24 @@ Order = Literal[2, 4]
 STEP_FACTOR = 1.0
 
 
-def difference_step(parameters: torch.Tensor, order: Order = 2) -> float:
-    """``ε = ε_mach^{1/(order+1)} · max(RMS(θ), 1e-3)`` for a unit direction (module docstring)."""
+def difference_step(parameters: torch.Tensor, order: Order = 2, space: VectorSpace = WHOLE,
+                    dimension: Optional[int] = None) -> float:
+    """``ε = ε_mach^{1/(order+1)} · max(RMS(θ), 1e-3)`` for a unit direction (module docstring);
+    ``parameters`` is this rank's shard of θ when ``space`` is sharded (``dimension``: all of θ)."""
     eps = torch.finfo(parameters.dtype).eps
-    rms = float(torch.linalg.vector_norm(parameters.double())) / max(parameters.numel(), 1) ** 0.5
+    square = space.total(float(torch.linalg.vector_norm(parameters.double())) ** 2)
+    rms = (square / max(parameters.numel() if dimension is None else dimension, 1)) ** 0.5
     return STEP_FACTOR * eps ** (1.0 / (order + 1)) * max(rms, 1e-3)
 
 
 def central_difference(gradient_at: Callable[[torch.Tensor], torch.Tensor], v: torch.Tensor, step: float,
-                       order: Order = 2) -> torch.Tensor:
+                       order: Order = 2, space: VectorSpace = WHOLE) -> torch.Tensor:
     """``H v`` by the central-difference stencil of ``order`` with step ``step`` along ``v/‖v‖``;
     ``gradient_at(shift)`` returns the flat gradient at ``θ + shift`` (any function of the shift:
     the stencil differentiates it along ``v``)."""
     if order not in STENCILS:
         raise ValueError(f"order must be 2 or 4, got {order!r}")
-    norm = torch.linalg.vector_norm(v)
+    norm = space.norm(v)
     if float(norm) == 0.0:
         return torch.zeros_like(gradient_at(torch.zeros_like(v)))
     direction = v / norm
@@ -75,10 +80,10 @@ def central_difference(gradient_at: Callable[[torch.Tensor], torch.Tensor], v: t
     return total.mul_(norm / step)
 
 
-def estimated_error(fine: torch.Tensor, coarse: torch.Tensor, order: Order = 2) -> float:
+def estimated_error(fine: torch.Tensor, coarse: torch.Tensor, order: Order = 2, space: VectorSpace = WHOLE) -> float:
     """Relative error of ``fine`` (step ε) from ``coarse`` (step 2ε): ``‖coarse − fine‖ / ((2^p − 1)‖fine‖)``
     — Richardson's estimate of the truncation error, which here also bounds the rounding error."""
-    scale = float(torch.linalg.vector_norm(fine))
+    scale, difference = space.column_norms(torch.stack([fine, coarse - fine], dim=1)).tolist()
     if scale == 0.0:
         return 0.0
-    return float(torch.linalg.vector_norm(coarse - fine)) / ((2**order - 1) * scale)
+    return difference / ((2**order - 1) * scale)

@@ -11,13 +11,13 @@ host, where scipy solves the tiny tridiagonal eigenproblem.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import scipy.linalg
 import torch
 
-from ._random import random_vectors
+from .space import WHOLE, VectorSpace
 
 
 class LanczosIteration:
@@ -42,13 +42,17 @@ class LanczosIteration:
         max_steps: int,
         generator: torch.Generator,
         restart: bool = True,
+        space: VectorSpace = WHOLE,
+        dimension: Optional[int] = None,
     ) -> None:
         self.matvec = matvec
-        self.size = start.numel()
-        self.max_steps = min(max_steps, self.size)
+        self.space = space
+        self.size = start.numel()  # entries held here
+        self.dimension = self.size if dimension is None else dimension
+        self.max_steps = min(max_steps, self.dimension)
         self.generator = generator
         self.restart = restart
-        norm = torch.linalg.vector_norm(start)
+        norm = space.norm(start)
         if not torch.isfinite(norm) or norm == 0:
             raise ValueError("the Lanczos start vector must be finite and non-zero")
         self._basis: list[torch.Tensor] = [start / norm]
@@ -65,7 +69,7 @@ class LanczosIteration:
         """Remove from ``w`` (in place) its components along the basis: CGS2, twice is enough
         (Giraud, Langou & Rozložník 2005)."""
         for _ in range(2):
-            coefficients = [torch.dot(q, w) for q in self._basis]
+            coefficients = self.space.dots([(q, w) for q in self._basis])
             for q, c in zip(self._basis, coefficients):
                 w.addcmul_(q, c, value=-1)
         return w
@@ -78,9 +82,9 @@ class LanczosIteration:
         self.restarted = False
         q = self._basis[j]
         w = self.matvec(q)  # a fresh tensor (operators return new tensors); modified in place below
-        alpha = torch.dot(q, w)
+        alpha = self.space.dot(q, w)
         w = self._orthogonalise(w)
-        beta = torch.linalg.vector_norm(w)
+        beta = self.space.norm(w)
         a, b = torch.stack((alpha, beta)).tolist()  # the one host sync of the step
         if not (np.isfinite(a) and np.isfinite(b)):
             raise FloatingPointError(
@@ -89,7 +93,7 @@ class LanczosIteration:
             )
         self.alpha.append(a)
         scale = max(abs(x) for x in self.alpha) + max(self.beta, default=0.0)
-        if j + 1 >= self.size:
+        if j + 1 >= self.dimension:
             self.exhausted = True
             self.beta.append(0.0)
             return
@@ -103,9 +107,9 @@ class LanczosIteration:
             self.exhausted = True
             return
         self.restarted = True
-        fresh = random_vectors((self.size,), device=w.device, dtype=w.dtype, generator=self.generator)
+        fresh = self.space.random((self.size,), device=w.device, dtype=w.dtype, generator=self.generator)
         fresh = self._orthogonalise(fresh)
-        self._basis.append(fresh.div_(torch.linalg.vector_norm(fresh)))
+        self._basis.append(fresh.div_(self.space.norm(fresh)))
 
     def tridiagonal(self) -> tuple[np.ndarray, np.ndarray]:
         m = self.num_steps

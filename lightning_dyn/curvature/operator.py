@@ -3,7 +3,9 @@
 A curvature operator is a symmetric linear map ``v ↦ A v`` on flat parameter vectors of length
 ``size``. Solvers (:func:`top_eigenpairs`, :func:`trace`, :func:`spectral_density`) only use
 ``matvec`` and the attributes below, so any operator — a Hessian, a preconditioned Hessian, a dense
-matrix in a test — plugs into all of them.
+matrix in a test — plugs into all of them. Inner products go through the operator's ``space``
+(:mod:`lightning_dyn.curvature.space`): whole vectors, or shards of them spread over the ranks of
+sharded training, where ``size`` is this rank's share and ``dimension`` the whole.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+
+from .space import WHOLE, VectorSpace
 
 
 class CurvatureOperator:
@@ -23,6 +27,13 @@ class CurvatureOperator:
     size: int
     device: torch.device
     dtype: torch.dtype
+    #: where the vectors live: whole on this process (default) or sharded over ranks
+    space: VectorSpace = WHOLE
+
+    @property
+    def dimension(self) -> int:
+        """The dimension of the space (``size`` unless the vectors are sharded)."""
+        return self.size
 
     def __init__(self) -> None:
         self.num_matvecs = 0

@@ -33,7 +33,7 @@ class PreconditionedOperator(CurvatureOperator):
         if not torch.isfinite(diag).all() or (diag < 0).any():
             raise ValueError("diag must be finite and non-negative")
         self.op = op
-        self.size, self.device, self.dtype = op.size, op.device, op.dtype
+        self.size, self.device, self.dtype, self.space = op.size, op.device, op.dtype, op.space
         self.diag = diag.to(device=op.device, dtype=op.dtype)
 
     @classmethod
@@ -42,6 +42,10 @@ class PreconditionedOperator(CurvatureOperator):
         if (preconditioner <= 0).any():
             raise ValueError("a preconditioner must be positive; add the optimizer's eps before passing it")
         return cls(op, preconditioner.rsqrt())
+
+    @property
+    def dimension(self) -> int:
+        return self.op.dimension
 
     @property
     def relative_error(self) -> float:

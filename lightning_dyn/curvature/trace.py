@@ -18,7 +18,7 @@ from typing import Literal, Optional
 
 import torch
 
-from ._random import Distribution, private_generator, random_vectors
+from ._random import Distribution, private_generator
 from .operator import CurvatureOperator
 
 
@@ -31,8 +31,9 @@ class TraceEstimate:
     num_matvecs: int
 
 
-def _hutchinson_samples(op: CurvatureOperator, G: torch.Tensor) -> torch.Tensor:
-    return torch.stack([torch.dot(G[:, j], op.matvec(G[:, j])) for j in range(G.shape[1])]).double()
+def _quadratic_forms(op: CurvatureOperator, G: torch.Tensor) -> torch.Tensor:
+    """``[gᵀAg for the columns g of G]`` (float64)."""
+    return op.space.dots([(G[:, j], op.matvec(G[:, j])) for j in range(G.shape[1])]).double()
 
 
 def trace(
@@ -59,19 +60,19 @@ def trace(
     if num_matvecs < minimum:
         raise ValueError(f"{method} needs num_matvecs >= {minimum}, got {num_matvecs}")
     generator = private_generator(generator)
-    draw = lambda m: random_vectors((op.size, m), device=op.device, dtype=op.dtype,  # noqa: E731
-                                    generator=generator, distribution=distribution)
+    draw = lambda m: op.space.random((op.size, m), device=op.device, dtype=op.dtype,  # noqa: E731
+                                     generator=generator, distribution=distribution)
     start = op.num_matvecs
     if method == "hutchinson":
-        samples = _hutchinson_samples(op, draw(num_matvecs))
+        samples = _quadratic_forms(op, draw(num_matvecs))
         exact_part = 0.0
     else:
-        sketch = min(num_matvecs // 3, op.size)
-        Q, _ = torch.linalg.qr(op.matmat(draw(sketch)))
-        exact_part = float(sum(torch.dot(Q[:, j], op.matvec(Q[:, j])) for j in range(sketch)))
+        sketch = min(num_matvecs // 3, op.dimension)
+        Q = op.space.orthonormal_basis(op.matmat(draw(sketch)))
+        exact_part = float(_quadratic_forms(op, Q).sum())
         G = draw(num_matvecs - 2 * sketch)
-        G = G - Q @ (Q.T @ G)
-        samples = _hutchinson_samples(op, G)
+        G = G - Q @ op.space.gram(Q, G)
+        samples = _quadratic_forms(op, G)
     n = samples.numel()
     stderr = float(samples.std(unbiased=True) / n**0.5) if n > 1 else float("nan")
     return TraceEstimate(exact_part + float(samples.mean()), stderr, op.num_matvecs - start)

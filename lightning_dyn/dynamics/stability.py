@@ -40,6 +40,8 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from ..curvature.sharded import local
+
 SUPPORTED = "SGD (plain, heavy ball, Nesterov), Adam, AdamW, RMSprop"
 
 
@@ -154,15 +156,16 @@ def stability_scaling(optimizer: torch.optim.Optimizer, params: Sequence[nn.Para
     pieces, never_updated = [], 0
     for p in params:
         group = group_of.get(id(p))
+        shard = local(p.detach())  # sharded training: this rank's entries, like the operator's vectors
         if group is None:
-            pieces.append(torch.zeros(p.numel(), device=p.device, dtype=p.dtype))
+            pieces.append(torch.zeros(shard.numel(), device=shard.device, dtype=shard.dtype))
             continue
-        lr = torch.full((p.numel(),), float(group["lr"]), device=p.device, dtype=torch.float64)
+        lr = torch.full((shard.numel(),), float(group["lr"]), device=shard.device, dtype=torch.float64)
         if kind == "sgd":
             pieces.append(lr.sqrt())
             continue
         precondition = _adam_preconditioner if kind == "adam" else _rmsprop_preconditioner
-        state = optimizer.state.get(p, {})
+        state = {k: local(v) if isinstance(v, torch.Tensor) else v for k, v in optimizer.state.get(p, {}).items()}
         P = precondition(state, group, p)
         if P is None:
             raise RuntimeError(f"{type(optimizer).__name__} has no preconditioner before its first step")
