@@ -4,7 +4,7 @@ Part 1. A 20-layer tanh MLP (64-256×20-10) on sklearn digits, initialised at σ
 σ_w² = 1.2 (ordered), 1.761 (the edge of chaos) and 3.0 (chaotic), trained by SGD.
 ``GradientExplosionMonitor`` measures ``dyn/backprop_lyapunov`` — minus the slope of log‖∂L/∂h_l‖
 over the 20 blocks — at every step; at initialisation mean-field theory predicts ½ log χ1
-(SCIENCE.md §3), and the first step agrees with it. Training then moves it: within 100 steps all
+(Schoenholz et al. 2017), and the first step agrees with it. Training then moves it: within 100 steps all
 three networks backpropagate alike (mildly vanishing). ``JacobianSpectrum`` gives the
 input–output Jacobian's σ_max and ⟨σ²⟩ (exactly: 10 outputs) at step 50.
 

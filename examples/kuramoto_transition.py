@@ -2,7 +2,7 @@
 
 All-to-all and Erdős–Rényi Kuramoto networks with Lorentzian natural frequencies (deterministic
 quantiles), started in phase, integrated with RK4; r is time-averaged over the second half of the
-run and drawn beside the mean-field prediction r = √(1 − K_c/K), K_c = 2γ/λ_max(W) (SCIENCE.md §5).
+run and drawn beside the mean-field prediction r = √(1 − K_c/K), K_c = 2γ/λ_max(W) (Kuramoto's mean field on graphs; Chiba & Medvedev 2019).
 Writes a PNG and TensorBoard scalars and figure; prints the table. A few minutes on a laptop CPU.
 
     python examples/kuramoto_transition.py [--config configs/kuramoto_transition.yaml]

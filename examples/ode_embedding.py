@@ -3,7 +3,7 @@
 A scalar ODE flow is strictly increasing, so on 64 points of [−1, 1] its mean squared error
 against −x is at least that of the best non-decreasing fit (the isotonic regression: the constant
 0), mean(x²) = 0.3439. With one extra dimension the flow can rotate (x, 0) to (−x, 0) (Dupont et
-al. 2019; SCIENCE.md §4). Both are trained with Adam for 300 steps; the solver's function
+al. 2019). Both are trained with Adam for 300 steps; the solver's function
 evaluations and steps are logged to TensorBoard next to the loss (``solver/*``).
 
     python examples/ode_embedding.py              # ~30 s on a laptop CPU

@@ -1,7 +1,7 @@
 """JacobianSpectrum: how far the model being trained is from dynamical isometry.
 
 On its schedule the callback measures the input–output Jacobian of the model (eval mode) at a
-fixed set of probe inputs (``lightning_dyn.dynamics.jacobian_spectrum``; SCIENCE.md §3): the top
+fixed set of probe inputs (``lightning_dyn.dynamics.jacobian_spectrum``; Pennington et al. 2017): the top
 singular values ``dyn/jacobian_sigma_max`` (and ``dyn/jacobian_sigma_<i>`` for ``i ≤ k``), the
 mean squared singular value ``dyn/jacobian_msv`` ± ``dyn/jacobian_msv_stderr`` and the variance of
 the squared singular values ``dyn/jacobian_sv2_variance``: by warm-started Lanczos on ``JᵀJ`` and

@@ -2,7 +2,7 @@
 
 On its schedule (and/or once the training loss first falls below ``interpolation_tol``) the
 callback linearises SGD at the current parameters on a fixed probe set and logs the top Lyapunov
-exponent of that random linear system (``lightning_dyn.dynamics.sgd_lyapunov``; SCIENCE.md §2):
+exponent of that random linear system (``lightning_dyn.dynamics.sgd_lyapunov``; Chemnitz & Engel 2024):
 ``dyn/sgd_lyapunov`` ± ``dyn/sgd_lyapunov_stderr`` (negative: SGD stays near this minimum),
 GD's exponent ``dyn/gd_lyapunov``, Wu–Ma–E's ``dyn/wme_sharpness``, ``dyn/wme_nonuniformity`` and
 ``dyn/mean_square`` (mean-square stable iff ≤ 1), ``dyn/critical_lr`` (where λ crosses 0 for the

@@ -1,4 +1,4 @@
-"""Scalar maps on [−1, 1] that separate what continuous-depth models can represent (SCIENCE.md §4).
+"""Scalar maps on [−1, 1] that separate what continuous-depth models can represent (Dupont et al. 2019).
 
 ``"negate"``: x ↦ −x, which no 1-D ODE flow represents (flows are increasing). ``"square"``:
 x ↦ x², which an increasing map approximates with sup-error ≥ 0.5 at best (it must have

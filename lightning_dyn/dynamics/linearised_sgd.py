@@ -1,4 +1,4 @@
-"""SGD linearised at an interpolating minimum, as a random linear map (SCIENCE.md §2).
+"""SGD linearised at an interpolating minimum, as a random linear map (Wu, Ma & E 2018; Chemnitz & Engel 2024).
 
 With the loss ``L = (1/n) Σ_i ℓ(f(x_i), y_i)`` and a mini-batch ``ξ`` of ``B`` samples, one SGD
 step linearised at the minimum ``θ*`` maps a perturbation ``x`` to ``A_ξ x = (I − η H_ξ) x``,

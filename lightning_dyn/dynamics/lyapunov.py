@@ -13,7 +13,7 @@ Invariant subspaces. Linearised SGD at an interpolating minimum leaves the tange
 minimum manifold fixed (exponent exactly 0). The exponents that decide stability live on the
 normal space N; a start vector in N stays there only in exact arithmetic, and round-off leaks it
 into the tangent directions, whose exponent 0 then swallows a negative top exponent. ``project``
-re-projects onto N every ``project_every`` steps (SCIENCE.md §2; Chemnitz & Engel,
+re-projects onto N every ``project_every`` steps (Chemnitz & Engel,
 arXiv:2407.20209).
 """
 

@@ -1,4 +1,4 @@
-"""Is this minimum stable for SGD? The top Lyapunov exponent of linearised SGD (SCIENCE.md §2).
+"""Is this minimum stable for SGD? The top Lyapunov exponent of linearised SGD (Chemnitz & Engel 2024).
 
 Linearised at an interpolating minimum, SGD with learning rate ``η`` and batch size ``B`` is the
 random linear system ``x ↦ (I − η H_ξ) x`` on the normal space ``N`` of the minimum manifold.

@@ -2,7 +2,7 @@
 
 A deep network multiplies the backpropagated signal ``δ_l = ∂L/∂h_l`` by one random matrix per
 layer, ``δ_{l−1} = D_l W_lᵀ δ_l``; its norm grows or decays geometrically, at a per-layer rate that
-is a Lyapunov exponent of backpropagation (SCIENCE.md §3):
+is a Lyapunov exponent of backpropagation (Poole et al. 2016; Schoenholz et al. 2017):
 
     λ_bp = −slope of log‖∂L/∂h_l‖ against l      (positive: the gradient explodes toward the input).
 

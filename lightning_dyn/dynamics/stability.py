@@ -1,7 +1,7 @@
 """Optimizer stability thresholds: the sharpness at which a step becomes unstable on a quadratic.
 
 On ``f(x) = ½ h x²`` (one eigen-direction of the Hessian, curvature ``h``) each optimizer is a
-linear recursion; it diverges once ``h`` exceeds (SCIENCE.md §1; Cohen et al. 2021,
+linear recursion; it diverges once ``h`` exceeds (Cohen et al. 2021,
 arXiv:2103.00065; Cohen et al. 2022, arXiv:2207.14484):
 
 ========================================  ===========================================

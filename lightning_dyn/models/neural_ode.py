@@ -12,7 +12,7 @@ backward pass replays the recorded forward graph and evaluates the field no more
 ``AugmentedNeuralODE`` (Dupont, Doucet & Teh, NeurIPS 2019) appends ``augment_dims`` zero
 channels at ``t0`` and reads out after the flow. A scalar ODE flow is strictly increasing, so no
 1-D neural ODE maps 1 ↦ −1 and −1 ↦ 1; one extra dimension suffices: ``ż = Az``,
-``A = π[[0, −1], [1, 0]]``, gives ``exp(A) = −I`` (SCIENCE.md §4).
+``A = π[[0, −1], [1, 0]]``, gives ``exp(A) = −I`` (Dupont et al. 2019).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The contract every lightning_dyn callback meets (DESIGN.md), checked on real Trainers.
+"""The contract every lightning_dyn callback meets, checked on real Trainers.
 
 Each test runs over every entry of ``tests/contract/registry.py``.
 """

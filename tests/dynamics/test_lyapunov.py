@@ -1,4 +1,4 @@
-"""lyapunov_spectrum against the closed forms of SCIENCE.md §2.
+"""lyapunov_spectrum against the closed forms of linear random maps.
 
 Each case runs R independent replicas at once (``batch_shape``); their mean has a standard error
 from the replica spread, and the batch-means standard error the function reports is checked

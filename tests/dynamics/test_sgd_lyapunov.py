@@ -1,4 +1,4 @@
-"""sgd_lyapunov and its parts against exact answers: SCIENCE.md §2's 1-D cases, the NTK and the
+"""sgd_lyapunov and its parts against exact answers: the closed-form 1-D cases, the NTK and the
 output Hessians against dense autograd, the Wu–Ma–E quantities against dense matrices."""
 
 from __future__ import annotations

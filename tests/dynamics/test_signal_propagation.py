@@ -1,4 +1,4 @@
-"""Signal propagation through depth against mean-field theory and exact cases (SCIENCE.md §3)."""
+"""Signal propagation through depth against mean-field theory and exact cases (Poole et al. 2016; Schoenholz et al. 2017)."""
 
 from __future__ import annotations
 

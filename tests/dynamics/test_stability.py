@@ -1,4 +1,4 @@
-"""Stability thresholds against SCIENCE.md §1 and against the real PyTorch optimizers on quadratics."""
+"""Stability thresholds against their closed forms (Cohen et al. 2021) and against the real PyTorch optimizers on quadratics."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Kuramoto networks against mean-field theory (SCIENCE.md §5) and exact identities."""
+"""Kuramoto networks against mean-field theory and exact identities."""
 
 import math
 

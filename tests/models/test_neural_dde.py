@@ -1,4 +1,4 @@
-"""NeuralDDE against the exact solutions of SCIENCE.md §4, gradients by gradcheck, bad input."""
+"""NeuralDDE against the exact piecewise-polynomial solutions, gradients by gradcheck, bad input."""
 
 from __future__ import annotations
 

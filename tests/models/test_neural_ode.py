@@ -1,4 +1,4 @@
-"""NeuralODE / AugmentedNeuralODE against the exact answers of SCIENCE.md §4."""
+"""NeuralODE / AugmentedNeuralODE against the exact answers of linear flows (Dupont et al. 2019)."""
 
 from __future__ import annotations
 
