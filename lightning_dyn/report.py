@@ -18,13 +18,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .dynamics.edge_of_stability import REGIMES  # noqa: E402
+from .dynamics.edge_of_stability import REGIMES
 
 Series = dict[str, list[tuple[int, float]]]
 
@@ -100,7 +97,8 @@ def write_figures(series: Series, out_dir: str | Path) -> list[Path]:
     panels = [p for p in panels if any(t in series for t in p[1])]
     if not panels:
         return written
-    fig, axes = plt.subplots(len(panels), 1, figsize=(7, 2.6 * len(panels)), sharex=True, squeeze=False)
+    fig = Figure(figsize=(7, 2.6 * len(panels)))
+    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)
     for ax, (title, tags, hline) in zip(axes[:, 0], panels):
         for tag in tags:
             if tag in series:
@@ -116,7 +114,6 @@ def write_figures(series: Series, out_dir: str | Path) -> list[Path]:
     fig.tight_layout()
     path = out / "edge_of_stability.png"
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     written.append(path)
     return written
 

@@ -128,6 +128,8 @@ class HessianSharpness(DynamicsCallback):
         self.batches: list = []
         self._trainable: tuple = ()
         self._sharded = False
+        self._product_error: Optional[float] = None
+        self._reuse_error = False
 
     # -- setup ----------------------------------------------------------------------------------
     def prepare(self, trainer: Any, pl_module: Any) -> None:
@@ -159,20 +161,34 @@ class HessianSharpness(DynamicsCallback):
         return self.hessian(pl_module)
 
     def hessian(self, pl_module: Any) -> CurvatureOperator:
+        """The Hessian over the probe set. With central differences, warm measurements reuse the
+        products' error estimate of the first warm measurement after the last cold one (estimated
+        along the previous top vector, the direction the eigenvalue depends on; it moves slowly with
+        the parameters, and re-estimating costs two gradients — a fifth of a warm measurement). A
+        cold measurement estimates its own, along its random start, and keeps none: that estimate is
+        the error of a whole product, pessimistic for the top eigenvalue."""
+        known = self._product_error if self._reuse_error else None
         if sharded_model(pl_module):
-            return ShardedHessianOperator(pl_module, self.loss, self.batches, mode=self.mode, seed=self.seed)
+            return ShardedHessianOperator(pl_module, self.loss, self.batches, mode=self.mode, seed=self.seed,
+                                          known_error=known)
         return HessianOperator(pl_module, self.loss, self.batches, mode=self.mode, seed=self.seed,
-                               backend=self.product_backend)
+                               backend=self.product_backend, known_error=known)
 
     def measure(self, trainer: Any, pl_module: Any) -> Measurement:
         step = trainer.global_step
         self._follow_trainable(pl_module)
+        cold = self.previous is None or (self.cold_every is not None and self.measurements % self.cold_every == 0)
+        self._reuse_error = not cold and self._product_error is not None
         op = self.operator(trainer, pl_module)
         if self.previous is not None and self.previous.vectors.shape[0] != op.size:
-            self.previous = None  # resumed into another trainable set
-        cold = self.previous is None or (self.cold_every is not None and self.measurements % self.cold_every == 0)
+            self.previous, cold = None, True  # resumed into another trainable set
         result = top_eigenpairs(op, k=self.k, tol=self.tol, max_matvecs=self.max_matvecs,
                                 init=None if cold else self.previous, generator=self.generator)
+        if cold:  # estimated along a random vector: pessimistic for the top eigenvalue, not kept
+            self._product_error = None
+        elif not self._reuse_error:  # estimated along the previous top vector: the direction that matters
+            self._product_error = getattr(op, "relative_error", 0.0)
+        self._reuse_error = True  # the trace and density below are taken at the same parameters
         self.previous = result
         self.measurements += 1
         values = result.values.tolist()
@@ -233,8 +249,10 @@ class HessianSharpness(DynamicsCallback):
         # sharded vectors are this rank's shards, and a checkpoint keeps one rank's callback state:
         # a resumed sharded run measures cold once
         keep = self.previous is not None and not self._sharded
-        return {"previous": vars(self.previous) if keep else None, "measurements": self.measurements}
+        return {"previous": vars(self.previous) if keep else None, "measurements": self.measurements,
+                "product_error": self._product_error if keep else None}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.previous = None if state["previous"] is None else EigenResult(**state["previous"])
+        self._product_error = state.get("product_error")
         self.measurements = state["measurements"]

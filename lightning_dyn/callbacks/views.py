@@ -1,18 +1,17 @@
 """TensorBoard views shared by the callbacks: custom-scalar layouts, histograms, figures.
 
 Written on global rank 0 only, and only when the trainer has a ``TensorBoardLogger``; every
-function takes the ``SummaryWriter`` (or ``None``, then does nothing).
+function takes the ``SummaryWriter`` (or ``None``, then does nothing). Figures are plain
+``matplotlib.figure.Figure`` objects, never pyplot's: importing this package leaves the user's
+matplotlib backend and pyplot's figure list alone.
 """
 
 from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
 
 def write_layout(writer: Optional[Any], category: str, charts: dict[str, Sequence[str]]) -> None:
@@ -25,7 +24,8 @@ def write_layout(writer: Optional[Any], category: str, charts: dict[str, Sequenc
 def series_figure(history: Sequence[dict], tags: Sequence[str], *, hline: Optional[float] = None,
                   title: str = "", ylabel: str = "") -> Any:
     """A figure of ``tags`` from a callback's history against the step."""
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     for tag in tags:
         points = [(h["step"], h[tag]) for h in history if tag in h]
         if points:
@@ -43,7 +43,8 @@ def series_figure(history: Sequence[dict], tags: Sequence[str], *, hline: Option
 
 def density_figure(grid: np.ndarray, density: np.ndarray, *, step: int, operator: str = "Hessian") -> Any:
     """The smoothed spectral density of ``operator`` (log scale, as in Ghorbani et al. 2019)."""
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     ax.semilogy(grid, np.maximum(density, 1e-12))
     ax.set_xlabel("eigenvalue")
     ax.set_ylabel("density")
@@ -55,14 +56,14 @@ def density_figure(grid: np.ndarray, density: np.ndarray, *, step: int, operator
 def add_figure(writer: Optional[Any], tag: str, fig: Any, step: int) -> None:
     if writer is not None:
         writer.add_figure(tag, fig, global_step=step)
-    plt.close(fig)
 
 
 def stability_diagram_figure(lrs: Sequence[float], batch_sizes: Sequence[int], exponents: Sequence[Sequence[float]],
                              stderr: Sequence[Sequence[float]], *, lr: float, batch_size: int, exponent: float,
                              step: int) -> Any:
     """λ against η for several batch sizes (the SGD stability diagram), the current (η, B) marked."""
-    fig, ax = plt.subplots(figsize=(6, 3.8))
+    fig = Figure(figsize=(6, 3.8))
+    ax = fig.subplots()
     for b, row, err in zip(batch_sizes, exponents, stderr):
         row, err = np.asarray(row, dtype=float), np.asarray(err, dtype=float)
         line, = ax.plot(lrs, row, "-o", ms=2.5, label=f"B = {b}", lw=2.0 if b == batch_size else 1.0)
@@ -88,7 +89,8 @@ def depth_profile_figure(signal_norms: Sequence[float], names: Sequence[str], *,
     values = np.asarray(signal_norms, dtype=float)
     depth = np.arange(len(values))
     keep = np.isfinite(values) & (values > 0)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     ax.plot(depth[keep], np.log(values[keep]), "o-", ms=3)
     if keep.sum() >= 2:
         slope, intercept = np.polyfit(depth[keep], np.log(values[keep]), 1)
@@ -107,7 +109,8 @@ def singular_value_figure(top: Sequence[float], *, step: int, grid: Optional[np.
                           density: Optional[np.ndarray] = None, values: Optional[np.ndarray] = None) -> Any:
     """Distribution of the Jacobian's squared singular values — a histogram of exact ``values``,
     or an SLQ ``density`` on ``grid`` — with the top ones marked."""
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     if values is not None:
         ax.hist(values, bins=min(60, max(10, len(values) // 4)), density=True, alpha=0.8)
     elif grid is not None and density is not None:

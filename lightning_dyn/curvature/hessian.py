@@ -75,6 +75,9 @@ class HessianOperator(CurvatureOperator):
             updates, i.e. ``mode="eval"`` for BatchNorm) or ``"finite_difference"`` (gradients only).
         difference_order: ``2`` (two gradients a product) or ``4`` (four) for ``"finite_difference"``.
         difference_step: its step along the unit direction (default: :func:`difference_step`).
+        known_error: the products' relative error when already known — an earlier operator's
+            estimate on the same probe set at nearby parameters: the first product then skips the
+            estimate's second stencil (two gradients).
         cache_graph: keep the first-order graph between products (one backward per product
             instead of forward + two backwards; costs the activation memory of all probe
             batches). Default: cache when the probe set is a single batch.
@@ -99,6 +102,7 @@ class HessianOperator(CurvatureOperator):
         backend: Literal["double_backward", "forward_over_reverse", "finite_difference"] = "double_backward",
         difference_order: Order = 2,
         difference_step: Optional[float] = None,
+        known_error: Optional[float] = None,
         cache_graph: Optional[bool] = None,
         params: Optional[Iterable[nn.Parameter]] = None,
         seed: int = 0,
@@ -155,7 +159,8 @@ class HessianOperator(CurvatureOperator):
         self.difference_step = difference_step or difference_step_for(self.parameters_vector(), difference_order)
         #: relative accuracy of a product: 0 for the exact backends; for finite differences
         #: estimated at the first product (Richardson, steps ε and 2ε)
-        self.relative_error = 0.0
+        self.relative_error = 0.0 if known_error is None else known_error
+        self._estimate_error = known_error is None
         if distributed is None:
             distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         self.distributed = distributed
@@ -247,7 +252,7 @@ class HessianOperator(CurvatureOperator):
         """Central differences of this rank's gradient sum; the first product also estimates the
         error (a second stencil at 2ε, on the summed products so every rank gets one number)."""
         fine = central_difference(self._gradient_sum, v, self.difference_step, self.difference_order)
-        if self.num_matvecs == 0:
+        if self.num_matvecs == 0 and self._estimate_error:
             coarse = central_difference(self._gradient_sum, v, 2 * self.difference_step, self.difference_order)
             if self.distributed:
                 dist.all_reduce(coarse)

@@ -105,6 +105,7 @@ class ShardedHessianOperator(CurvatureOperator):
         difference_order: ``2`` or ``4``.
         difference_step: the step along the unit direction (default: the balanced one over all of θ).
         seed: the private seed of a measurement's RNG streams.
+        known_error: the products' relative error when already known (as for :class:`HessianOperator`).
 
     Every rank must build the operator and take each product together. The operator is the
     Hessian at the parameters current when it is built; an optimizer step in between raises.
@@ -112,7 +113,7 @@ class ShardedHessianOperator(CurvatureOperator):
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, batches: Sequence[Any], *,
                  mode: Literal["eval", "train"] = "eval", difference_order: Order = 2,
-                 difference_step: Optional[float] = None, seed: int = 0,
+                 difference_step: Optional[float] = None, seed: int = 0, known_error: Optional[float] = None,
                  params: Optional[Iterable[nn.Parameter]] = None) -> None:
         super().__init__()
         if mode not in ("eval", "train"):
@@ -156,7 +157,8 @@ class ShardedHessianOperator(CurvatureOperator):
         self.difference_order = difference_order
         self.difference_step = difference_step or difference_step_for(
             self.parameters_vector(), difference_order, self.space, self._dimension)
-        self.relative_error = 0.0
+        self.relative_error = 0.0 if known_error is None else known_error
+        self._estimate_error = known_error is None
         self._versions = [t._version for t in self._locals]
 
     @property
@@ -225,7 +227,7 @@ class ShardedHessianOperator(CurvatureOperator):
             raise RuntimeError("the model's parameters changed in place since this operator was built; build a new "
                                "operator at the new parameters")
         fine = central_difference(self.gradient_at, v, self.difference_step, self.difference_order, self.space)
-        if self.num_matvecs == 0:
+        if self.num_matvecs == 0 and self._estimate_error:
             coarse = central_difference(self.gradient_at, v, 2 * self.difference_step, self.difference_order,
                                         self.space)
             self.relative_error = estimated_error(fine, coarse, self.difference_order, self.space)

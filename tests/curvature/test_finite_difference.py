@@ -57,6 +57,25 @@ def test_the_solver_does_not_promise_more_than_the_products_accuracy(trained_mlp
     assert exact.relative_error == 0.0 and top_eigenpairs(exact, tol=1e-6, max_matvecs=200).converged
 
 
+def test_a_known_error_skips_the_estimate_and_changes_nothing_else(trained_mlp):
+    model, batches = trained_mlp
+    v = torch.randn(sum(p.numel() for p in model.parameters()), generator=torch.Generator().manual_seed(4))
+    estimating = HessianOperator(model, squared_loss, batches, backend="finite_difference")
+    knowing = HessianOperator(model, squared_loss, batches, backend="finite_difference", known_error=3e-5)
+    calls = {"estimating": 0, "knowing": 0}
+    for name, op in (("estimating", estimating), ("knowing", knowing)):
+        inner = op._gradient_sum
+
+        def counted(shift, inner=inner, name=name):
+            calls[name] += 1
+            return inner(shift)
+
+        op._gradient_sum = counted
+    assert torch.equal(estimating @ v, knowing @ v)  # the same stencil, bitwise
+    assert calls == {"estimating": 4, "knowing": 2}  # the estimate's second stencil skipped
+    assert knowing.relative_error == 3e-5 and 0 < estimating.relative_error < 1e-2
+
+
 def test_the_product_against_double_backward_and_the_orders(trained_mlp):
     model, batches = trained_mlp
     exact = HessianOperator(model, squared_loss, batches, dtype=torch.float64)

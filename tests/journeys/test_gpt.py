@@ -131,3 +131,37 @@ _EMBEDDING = torch.nn.Embedding(VOCAB, 32)
 def _embed(batch) -> torch.Tensor:
     with torch.no_grad():
         return _EMBEDDING(batch[0])
+
+
+class CompiledGPT(TinyGPT):
+    """The same GPT-2, compiled as people do (``torch.compile`` of the whole ``transformers`` model)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = torch.compile(self.model, backend="aot_eager")
+
+
+@pytest.mark.slow
+def test_the_same_gpt2_compiled_is_measured_right_and_left_alone():
+    def run(callbacks):
+        seed_all(0)
+        module = CompiledGPT()
+        loader = DataLoader(sequences(), batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(1))
+        return fit(module, loader, callbacks, max_steps=8), module
+
+    plain = training_state(*run([]))
+    spy = UniqueGradientNorm()
+    eos = EdgeOfStability(every_n_steps=4, tol=1e-5, probe_size=16, density_at_fit_end=False)
+    sharp = HessianSharpness(every_n_steps=4, tol=1e-5, probe_size=16)
+    monitor = GradientExplosionMonitor(every_n_steps=4)
+    trainer, module = run([spy, eos, sharp, monitor])
+    torch.testing.assert_close(training_state(trainer, module), plain, rtol=0, atol=0)
+    for h in monitor.history:
+        assert h["dyn/grad_norm_preclip"] == pytest.approx(spy.norms[h["step"]], rel=1e-5)
+    # the reference on the uncompiled model with the same parameters
+    eager = TinyGPT()
+    eager.model.load_state_dict(module.model._orig_mod.state_dict())
+    assert [h["step"] for h in sharp.history] == [4, 8]
+    want = reference_top_eigenvalue(eager, next_token_loss, sharp.batches)
+    assert sharp.history[-1]["dyn/sharpness"] == pytest.approx(want, rel=2e-4)
+    assert [h["step"] for h in eos.history] == [4, 8] and eos.history[-1]["dyn/preconditioned_sharpness"] > 0
