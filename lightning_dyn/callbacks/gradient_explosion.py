@@ -162,6 +162,8 @@ class GradientExplosionMonitor(DynamicsCallback):
         self._trainable = trainable_signature(pl_module)
         shards = [p for p in params if is_sharded(p)]
         self._shard_group = shards[0].device_mesh.get_group() if shards else None
+        # built once, on the parameters' device: no host-to-device copy in the per-step norm
+        self._shard_mask = torch.tensor([is_sharded(p) for p in params], device=params[0].device)
         self._norm_dtype = torch.float64 if any(p.dtype == torch.float64 for p in params) else torch.float32
         try:
             blocks = find_blocks(pl_module, self.block_names)
@@ -249,7 +251,9 @@ class GradientExplosionMonitor(DynamicsCallback):
             return torch.zeros(len(tensors), dtype=self._norm_dtype, device=device)
         values = torch.stack(torch._foreach_norm([local(t.detach()) for t in present], 2, dtype=self._norm_dtype))
         if self._shard_group is not None:  # sharded training: a rank holds a shard of each sharded tensor
-            sharded = torch.tensor([is_sharded(t) for t in present], device=values.device)
+            sharded = self._shard_mask.to(values.device)
+            if len(present) != len(tensors):
+                sharded = sharded[[i for i, t in enumerate(tensors) if t is not None]]
             squares = values.square()
             summed = torch.where(sharded, squares, torch.zeros_like(squares))
             torch.distributed.all_reduce(summed, group=self._shard_group)

@@ -20,7 +20,7 @@ from torch import nn
 from ..curvature.batches import tree_map_tensors
 from ..curvature.hessian import HessianOperator
 from ..curvature.probe import ProbeSet, ProbeSetError, draw_probe_set
-from ..curvature.sharded import ShardedHessianOperator, sharded_model, sharding_problem
+from ..curvature.sharded import ShardedHessianOperator, sharded_model
 from .compat import ConfigurationError
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
@@ -167,10 +167,7 @@ def _check_sharded(pl_module: nn.Module, loss_fn: LossFn, batch: Any, *, owner: 
         raise ConfigurationError(
             f"{owner}: the model's parameters are sharded (FSDP2 fully_shard), and double backward cannot go through "
             "parameters that are all-gathered for each layer; use backend='auto' or 'finite_difference'")
-    problem = sharding_problem(pl_module)
-    if problem:
-        raise ConfigurationError(f"{owner} cannot measure the Hessian of this sharded model: {problem}")
-    try:
+    try:  # the operator refuses a model it cannot serve (sharding_problem) with the reason
         op = ShardedHessianOperator(pl_module, loss_fn, [batch], mode=mode, seed=seed)
         loss = float(op.loss())
         if not np.isfinite(loss):

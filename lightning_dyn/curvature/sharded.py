@@ -184,10 +184,7 @@ class ShardedHessianOperator(CurvatureOperator):
                                                   second_order=False):
             for batch, w in zip(self.batches, self.weights):
                 total += self.loss_fn(self.model, batch).double() * w
-            with torch.no_grad():
-                for buffer, value in self._buffers:
-                    buffer.copy_(value)
-            reshard(self.model)
+            self._restore()
         dist.all_reduce(total, group=self.space.group)
         return total / self.total_weight
 
@@ -212,15 +209,20 @@ class ShardedHessianOperator(CurvatureOperator):
                      for p, t in zip(self._params, self._locals)]
             return torch.cat([g.reshape(-1) for g in grads])
         finally:
-            with torch.no_grad():
-                for t, origin in zip(self._locals, self._origin):
-                    t.copy_(origin)
-                for buffer, value in self._buffers:
-                    buffer.copy_(value)
-            reshard(self.model)  # training's next forward gathers θ itself
+            self._restore()
             for p, g in zip(self._params, saved):
                 p.grad = g
-            self._versions = [t._version for t in self._locals]
+
+    def _restore(self) -> None:
+        """Shards and buffers back to the values at construction (bitwise), every module resharded so
+        training's next forward gathers ``θ`` itself."""
+        with torch.no_grad():
+            for t, origin in zip(self._locals, self._origin):
+                t.copy_(origin)
+            for buffer, value in self._buffers:
+                buffer.copy_(value)
+        reshard(self.model)
+        self._versions = [t._version for t in self._locals]
 
     def _matvec(self, v: torch.Tensor) -> torch.Tensor:
         if any(t._version != ver for t, ver in zip(self._locals, self._versions)):
