@@ -33,7 +33,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lightning_dyn import EdgeOfStability  # noqa: E402
+from lightning_dyn import EdgeOfStability, HessianSettings  # noqa: E402
 from lightning_dyn.curvature import HessianOperator, top_eigenpairs  # noqa: E402
 
 VOCAB, LENGTH = 2048, 64
@@ -164,7 +164,7 @@ def section_overhead(args) -> None:
         return time.perf_counter() - start
 
     plain = run([])
-    eos = EdgeOfStability(every_n_steps=args.every, probe_size=8, backend=args.backend, density_at_fit_end=False)
+    eos = EdgeOfStability(every_n_steps=args.every, hessian=HessianSettings(probe_size=8, backend=args.backend), density_at_fit_end=False)
     observed = run([eos])
     print(f"\n## EdgeOfStability(every_n_steps={args.every}, backend={args.backend!r}) on a {args.steps}-step fit "
           f"({args.precision}; products by {eos.product_backend})")

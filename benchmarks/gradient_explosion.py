@@ -2,7 +2,7 @@
 
 1. Overhead: real Lightning fits of an MLP (784-1024-1024-1024-10, batch 128, SGD with momentum,
    cross-entropy) and a small CNN (3 conv layers on 3×32×32, batch 64), on fixed synthetic data,
-   with no monitor; with ``GradientExplosionMonitor`` logging every 50 steps (``action="log"``:
+   with no monitor; with ``GradientExplosionMonitor`` logging every 50 steps (``action="none"``:
    one fused norm per step on the device, read back at the logged steps); the same with
    ``action="skip"`` (read back and decided at every step); the monitor logging every step; and
    Lightning's own ``grad_norm`` utility logged every step from ``on_before_optimizer_step`` (its
@@ -120,7 +120,7 @@ def fit_time(problem: str, variant: str, steps: int, warmup: int, device: str) -
     callbacks: list = []
     if variant.startswith("monitor"):
         every = 1 if "every step" in variant else 50
-        callbacks.append(TimedMonitor(every_n_steps=every, action="skip" if "skip" in variant else "log"))
+        callbacks.append(TimedMonitor(every_n_steps=every, action="skip" if "skip" in variant else "none"))
     timer = StepTimer(device)
     trainer = pl.Trainer(max_steps=steps + warmup + 1, accelerator=device, devices=1, log_every_n_steps=50,
                          logger=pl.loggers.CSVLogger("/tmp/bench_gradient_explosion"), enable_checkpointing=False,

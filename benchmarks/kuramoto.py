@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lightning_dyn.models import KuramotoNetwork, erdos_renyi_sparse, natural_frequencies, order_parameter  # noqa: E402
+from lightning_dyn.ensembles import erdos_renyi_sparse, natural_frequencies  # noqa: E402
+from lightning_dyn.models import KuramotoNetwork, order_parameter  # noqa: E402
 
 
 def plain_loop(omega, K, theta, steps, dt):

@@ -73,7 +73,7 @@ def hvp() -> None:
     steps = 1000
     for lr in (0.05, 0.12):
         t = time.perf_counter()
-        r = sgd_lyapunov(model, half_mse, (x, y), lr=lr, batch_size=2, mode="hvp", num_steps=steps, num_lrs=1)
+        r = sgd_lyapunov(model, half_mse, (x, y), lr=lr, batch_size=2, method="hvp", num_steps=steps, num_lrs=1)
         seconds = time.perf_counter() - t
         simulated = (steps + min(100, steps // 10)) * (2 + (4 if r.critical_lr == r.critical_lr else 0))
         need = steps * (r.stderr / 0.01) ** 2

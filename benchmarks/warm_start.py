@@ -24,7 +24,7 @@ import torch
 from scipy.sparse.linalg import LinearOperator, eigsh
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lightning_dyn import EdgeOfStability  # noqa: E402
+from lightning_dyn import EdgeOfStability, HessianSettings  # noqa: E402
 from lightning_dyn.curvature import HessianOperator  # noqa: E402
 from lightning_dyn.data import DigitsDataModule  # noqa: E402
 from lightning_dyn.models import SquaredLossMLP  # noqa: E402
@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--tol", type=float, default=1e-3)
     args = parser.parse_args()
     torch.manual_seed(0)
-    eos = EdgeOfStability(every_n_steps=args.every, tol=args.tol, density_at_fit_end=False)
+    eos = EdgeOfStability(every_n_steps=args.every, hessian=HessianSettings(tol=args.tol), density_at_fit_end=False)
     snapshots = Snapshots(eos)
     trainer = pl.Trainer(max_steps=args.steps, callbacks=[eos, snapshots], logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False)

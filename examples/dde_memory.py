@@ -8,7 +8,7 @@ over [−1, 1] is ≥ 0.5. Fitting x² exactly needs ∂y(τ)/∂x = 2x, i.e. a 
 and y(1) by 0: K·τ ≥ 3 suffices. The sweep below (τ = 1, 1500 Adam steps each, rk4, h = 0.1)
 measures the sup-error for each K·τ; results are logged to TensorBoard per K.
 
-    python examples/dde_memory.py                 # ~3 min on a laptop CPU
+    python examples/dde_memory.py                 # 95 s on 2 CPU cores
     tensorboard --logdir runs/dde_memory
 """
 

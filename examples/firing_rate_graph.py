@@ -3,7 +3,7 @@
 The same mean-field form as the Kuramoto network. On an Erdős–Rényi graph (graphon W ≡ p) the
 homogeneous state solves u = g·λ_max(W)·tanh(u): quiescent (u = 0) for g·p ≤ 1, active beyond —
 a pitchfork at the critical gain g_c = 1/λ_max(W), the analogue of K_c. The simulation, started
-at u = 0.1, is compared with that prediction. Writes a PNG; under a minute on a laptop CPU.
+at u = 0.1, is compared with that prediction. Writes a PNG; 16 s on 2 CPU cores.
 
     python examples/firing_rate_graph.py
 """
@@ -21,7 +21,8 @@ import scipy.optimize  # noqa: E402
 import torch  # noqa: E402
 from torchdiffeq import odeint  # noqa: E402
 
-from lightning_dyn.models import FiringRateNetwork, erdos_renyi, graphon_top_eigenvalue, sample_graphon  # noqa: E402
+from lightning_dyn.ensembles import erdos_renyi, graphon_top_eigenvalue, sample_graphon  # noqa: E402
+from lightning_dyn.models import FiringRateNetwork  # noqa: E402
 
 
 def mean_field_activity(gain: float, lam: float) -> float:

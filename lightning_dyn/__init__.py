@@ -1,12 +1,34 @@
-"""lightning_dyn: dynamical-systems instruments for PyTorch Lightning training."""
+"""lightning_dyn: dynamical-systems instruments for PyTorch Lightning training.
 
-from .callbacks import (EdgeOfStability, GradientExplosionError, GradientExplosionMonitor, HessianSharpness,
-                        JacobianSpectrum, SGDLyapunov)
-from .dynamics.jacobian_spectrum import jacobian_spectrum
-from .models.neural_dde import NeuralDDE
-from .models.neural_ode import AugmentedNeuralODE, NeuralODE
+The top level holds what a user of the callbacks and layers needs; the subpackages hold the rest,
+one layer each (imports point downwards only):
 
-__version__ = "0.1.0"
+- ``curvature``  — Hessian-vector products, Lanczos, Hutch++, SLQ on curvature operators (no Lightning);
+- ``dynamics``   — optimizer stability thresholds, Lyapunov spectra, SGD linearised near
+  interpolation, signal propagation, input–output Jacobians, synchronisation theory;
+- ``callbacks``  — the Lightning callbacks that measure those quantities during training;
+- ``dde``        — delay differential equations by the method of steps (``ddeint``);
+- ``ensembles``  — random graphs (graphons) and natural-frequency laws;
+- ``models``     — neural ODE/DDE layers, Kuramoto and firing-rate networks, example modules;
+- ``data``       — small datasets that need no download.
+"""
 
-__all__ = ["AugmentedNeuralODE", "EdgeOfStability", "GradientExplosionError", "GradientExplosionMonitor",
-           "HessianSharpness", "JacobianSpectrum", "NeuralDDE", "NeuralODE", "SGDLyapunov", "jacobian_spectrum"]
+from .callbacks import (ConfigurationError, EdgeOfStability, GradientExplosionError, GradientExplosionMonitor,
+                        HessianSettings, HessianSharpness, JacobianSpectrum, SGDLyapunov)
+from .dde import ddeint
+from .dynamics import jacobian_spectrum, lyapunov_spectrum, sgd_lyapunov
+from .models import AugmentedNeuralODE, KuramotoNetwork, NeuralDDE, NeuralODE
+
+__version__ = "1.0.0"
+
+__all__ = [
+    # callbacks and their settings
+    "EdgeOfStability", "GradientExplosionMonitor", "HessianSettings", "HessianSharpness", "JacobianSpectrum",
+    "SGDLyapunov",
+    # errors users catch
+    "ConfigurationError", "GradientExplosionError",
+    # layers
+    "AugmentedNeuralODE", "KuramotoNetwork", "NeuralDDE", "NeuralODE",
+    # the engine's functions on plain modules
+    "ddeint", "jacobian_spectrum", "lyapunov_spectrum", "sgd_lyapunov",
+]

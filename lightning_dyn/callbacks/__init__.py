@@ -1,12 +1,20 @@
-"""Thin Lightning adapters: when to measure, what to feed the engine, how to log."""
+"""Thin Lightning adapters: when to measure, what to feed the engine, how to log.
+
+For users: the callbacks, ``HessianSettings`` and the errors they raise. For contributors writing
+a callback: ``DynamicsCallback`` and ``Measurement`` (the contract), ``probe_set`` (a probe set
+drawn from the Trainer's train loader) and ``training_step_loss`` (the module's own loss).
+"""
 
 from .base import DynamicsCallback, Measurement
 from .compat import ConfigurationError
 from .edge_of_stability import EdgeOfStability
 from .gradient_explosion import GradientExplosionError, GradientExplosionMonitor
+from .hessian_settings import HessianSettings
 from .hessian_sharpness import HessianSharpness
 from .jacobian_spectrum import JacobianSpectrum
+from .probe import probe_set, training_step_loss
 from .sgd_lyapunov import SGDLyapunov
 
 __all__ = ["ConfigurationError", "DynamicsCallback", "EdgeOfStability", "GradientExplosionError",
-           "GradientExplosionMonitor", "HessianSharpness", "JacobianSpectrum", "Measurement", "SGDLyapunov"]
+           "GradientExplosionMonitor", "HessianSettings", "HessianSharpness", "JacobianSpectrum", "Measurement",
+           "SGDLyapunov", "probe_set", "training_step_loss"]

@@ -28,6 +28,7 @@ from torch import nn
 
 from ..curvature.sharded import reshard
 from .compat import CALLBACK_BASES, ConfigurationError, tensorboard_writer
+from .validation import check_positive_int
 from .rng import preserved_rng
 
 
@@ -38,27 +39,6 @@ class Measurement:
     scalars: dict[str, float]
     hvps: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def check_positive_int(name: str, value: Any, minimum: int = 1) -> None:
-    """An integer ``≥ minimum`` (1 by default), or a ``ConfigurationError`` naming the argument."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        wanted = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ConfigurationError(f"`{name}` must be {wanted}, got {value!r}")
-
-
-def check_positive(name: str, value: Any, *, above: float = 0.0, optional: bool = False) -> None:
-    """A number ``> above`` (``None`` too when ``optional``), or a ``ConfigurationError`` naming it."""
-    if optional and value is None:
-        return
-    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > above):
-        raise ConfigurationError(f"`{name}` must be a number > {above:g}{' or None' if optional else ''}, "
-                                 f"got {value!r}")
-
-
-def check_choice(name: str, value: Any, allowed: tuple) -> None:
-    if value not in allowed:
-        raise ConfigurationError(f"`{name}` must be one of {', '.join(map(repr, allowed))}; got {value!r}")
 
 
 @contextlib.contextmanager
@@ -155,7 +135,7 @@ class DynamicsCallback(*CALLBACK_BASES):  # type: ignore[misc]
 
     # -- for subclasses ---------------------------------------------------------------------
     def prepare(self, trainer: Any, pl_module: Any) -> None:
-        """Called once when training starts (probe set, checks). Raise :class:`ConfigurationError`
+        """Called once when training starts (probe set, checks). Raise :class:`~lightning_dyn.ConfigurationError`
         for a setup the callback cannot serve, so the user hears it now, not 10,000 steps in."""
 
     def measure(self, trainer: Any, pl_module: Any) -> Measurement:  # pragma: no cover - abstract

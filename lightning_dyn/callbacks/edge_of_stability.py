@@ -10,7 +10,7 @@ and classifies the regime (``below``, ``progressive_sharpening``, ``edge``, ``ab
 * Adam/AdamW/RMSprop: the preconditioned sharpness ``λ_max(P^{-1}H)``, logged as
   ``dyn/preconditioned_sharpness``; coordinates the optimizer has never updated (second moment
   exactly 0) are left out, and their number logged as ``dyn/never_updated_coordinates``
-  (``lightning_dyn.dynamics.stability``);
+  (``lightning_dyn.dynamics.optimizer_thresholds``);
 * parameter groups with different learning rates ``η_i`` (fine-tuning): ``λ_max(D H D)`` with
   ``D² = diag(η_i/η_max)`` (times ``P^{-1}`` for adaptive methods), against the threshold at
   ``η_max`` — the same units as with one group at ``η_max``, so the series does not jump when
@@ -27,46 +27,41 @@ and of the Hessian's spectral density.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Literal, Optional
 
-import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 from ..curvature import CurvatureOperator, PreconditionedOperator
 from ..dynamics.edge_of_stability import REGIMES, classify_regime
-from ..dynamics.stability import UnsupportedOptimizer, check_supported, is_adaptive, stability_scaling
-from .base import Measurement, check_choice
+from ..dynamics.optimizer_thresholds import UnsupportedOptimizer, check_supported, is_adaptive, stability_scaling
+from .base import Measurement
 from .compat import ConfigurationError
+from .hessian_settings import HessianSettings
+from .validation import check_choice, check_fraction
 from .hessian_sharpness import HessianSharpness
-from .views import series_figure, write_layout
+from .figures import series_figure, write_layout
 
 
 class EdgeOfStability(HessianSharpness):
     """Sharpness against the optimizer's stability threshold, with the edge-of-stability regime.
 
+    All arguments are keyword-only.
+
     Args:
-        every_n_steps: measure every this many optimizer steps.
-        k: number of top eigenvalues.
-        tol: relative accuracy of the eigenvalues.
-        max_matvecs: cap on products per measurement.
-        probe_size: samples in the probe set (all ranks together; default 1000, or the whole
-            training set when smaller; see ``HessianSharpness``).
-        probe_batches: the probe set as a list of batches, instead of drawing it.
-        loss_fn: ``loss_fn(pl_module, batch) -> scalar``; default: the module's ``training_step``
-            (required under manual optimization).
-        mode: ``"eval"`` or ``"train"`` (see ``HessianSharpness``).
-        backend: ``"auto"``, ``"double_backward"`` or ``"finite_difference"`` (see ``HessianSharpness``).
-        cold_every: re-measure cold every this many measurements (``None``: never).
-        action: what to do when ``act_on`` is reached: ``"none"`` (default), ``"warn"``, ``"stop"``,
-            ``"reduce_lr"``.
+        every_n_steps: measure every this many optimizer steps (default 50, as ``HessianSharpness``).
+        hessian: which Hessian and how its top eigenpairs are computed (:class:`HessianSettings`:
+            ``k``, ``tol``, ``max_matvecs``, ``probe_size``, ``probe_batches``, ``loss_fn``, ``mode``,
+            ``backend``, ``cold_every``).
+        action: what to do when ``act_on`` is reached: ``"none"`` (default: log only), ``"warn"``,
+            ``"stop"``, ``"reduce_lr"``.
         act_on: ``"above"`` (ratio beyond ``1 + margin``) or ``"edge"`` (ratio ≥ ``1 − band``).
-        margin: how far above the threshold counts as ``above``.
-        band: how far below the threshold counts as the ``edge``.
-        lr_factor: learning-rate multiplier for ``action="reduce_lr"``.
+        margin: how far above the threshold counts as ``above``, in ``[0, 1)``.
+        band: how far below the threshold counts as the ``edge``, in ``[0, 1)``.
+        lr_factor: learning-rate multiplier for ``action="reduce_lr"``, in ``(0, 1)``.
         density_at_fit_end: at fit end also estimate the Hessian's spectral density for TensorBoard's
             figure (a light SLQ: 2 runs of 20 Lanczos steps; ``HessianSharpness`` does more).
         at_fit_end: measure once more when training ends.
-        seed: seed of the private generator.
+        seed: seed of the private generator (probe set, start vectors).
     """
 
     #: its own tags beside HessianSharpness's (the sharpness and eigenvalue tags are set at setup)
@@ -75,16 +70,9 @@ class EdgeOfStability(HessianSharpness):
 
     def __init__(
         self,
+        *,
         every_n_steps: int = 50,
-        k: int = 1,
-        tol: float = 1e-3,
-        max_matvecs: int = 100,
-        probe_size: Optional[int] = None,
-        probe_batches: Optional[list] = None,
-        loss_fn: Optional[Callable[[Any, Any], torch.Tensor]] = None,
-        mode: Literal["eval", "train"] = "eval",
-        backend: Literal["auto", "double_backward", "finite_difference"] = "auto",
-        cold_every: Optional[int] = 10,
+        hessian: HessianSettings = HessianSettings(),
         action: Literal["none", "warn", "stop", "reduce_lr"] = "none",
         act_on: Literal["above", "edge"] = "above",
         margin: float = 0.1,
@@ -94,17 +82,12 @@ class EdgeOfStability(HessianSharpness):
         at_fit_end: bool = True,
         seed: int = 0,
     ) -> None:
-        super().__init__(every_n_steps=every_n_steps, k=k, tol=tol, max_matvecs=max_matvecs, probe_size=probe_size,
-                         probe_batches=probe_batches, loss_fn=loss_fn, mode=mode, backend=backend,
-                         cold_every=cold_every,
-                         at_fit_end=at_fit_end, seed=seed)
-        check_choice("action", action, ("none", "warn", "stop", "reduce_lr"))
+        super().__init__(every_n_steps=every_n_steps, hessian=hessian, at_fit_end=at_fit_end, seed=seed)
+        check_choice("action", action, ("none", "warn", "stop", "reduce_lr"), renamed={"log": "none"})
         check_choice("act_on", act_on, ("above", "edge"))
-        for name, value in (("margin", margin), ("band", band)):
-            if not (isinstance(value, (int, float)) and 0 <= value < 1):
-                raise ConfigurationError(f"`{name}` must be a number in [0, 1), got {value!r}")
-        if not (isinstance(lr_factor, (int, float)) and 0 < lr_factor < 1):
-            raise ConfigurationError(f"`lr_factor` must be a number in (0, 1), got {lr_factor!r}")
+        check_fraction("margin", margin, closed_below=True)
+        check_fraction("band", band, closed_below=True)
+        check_fraction("lr_factor", lr_factor)
         self.action, self.act_on, self.margin, self.band, self.lr_factor = action, act_on, margin, band, lr_factor
         self.density_at_fit_end = density_at_fit_end
         self.density_runs, self.density_steps = 2, 20
@@ -130,7 +113,7 @@ class EdgeOfStability(HessianSharpness):
     def operator(self, trainer: Any, pl_module: Any) -> CurvatureOperator:
         """``H``, or ``D H D`` in the units of the largest learning rate (module docstring)."""
         optimizer = trainer.optimizers[0]
-        op = self.hessian(pl_module)
+        op = self.hessian_operator(pl_module)
         scaling = stability_scaling(optimizer, op.parameters)
         self._never_updated = int(op.space.total(scaling.never_updated)) if scaling.preconditioned else None
         if scaling.scale is None:

@@ -19,7 +19,7 @@ per-layer norms and, every ``figure_every_n_steps``, the depth profile as a figu
 Detections (:class:`GradientDetector`): a non-finite loss, non-finite gradients, a spike above
 ``max(threshold, factor × running median)``, and ``|dyn/backprop_lyapunov| > max_growth`` (checked
 at the logged steps, where the profile is measured). Each is an event ``{"step", "event", "layer",
-"value"}`` in ``callback.events`` (checkpointed). Actions: ``"log"`` records it, ``"warn"`` also
+"value"}`` in ``callback.events`` (checkpointed). Actions: ``"none"`` records it, ``"warn"`` also
 warns, ``"skip"`` drops the update on every rank — gradients set to ``None`` so the optimizer
 leaves parameters and its state (momentum, Adam moments and step count) untouched, and buffers
 the step's forward pass changed (BatchNorm running statistics) restored — ``"stop"`` skips it
@@ -41,14 +41,15 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from ..curvature.probe import trainable_signature
 from ..curvature.sharded import is_sharded, local
 from ..dynamics.backprop_signal import BackpropSignal, find_blocks
-from ..dynamics.gradient_norms import GradientDetector, GradientStep
+from ..dynamics.spike_detection import GradientDetector, GradientStep
 from ..dynamics.signal_propagation import backprop_lyapunov, local_growth
-from .base import DynamicsCallback, Measurement, check_choice, check_positive, check_positive_int
+from .base import DynamicsCallback, Measurement
+from .validation import check_choice, check_positive, check_positive_int
 from .compat import ConfigurationError
-from .views import add_figure, depth_profile_figure, write_layout
+from .figures import add_figure, depth_profile_figure, write_layout
 
-Action = Literal["log", "warn", "skip", "stop", "raise"]
-ACTIONS: tuple[str, ...] = ("log", "warn", "skip", "stop", "raise")
+Action = Literal["none", "warn", "skip", "stop", "raise"]
+ACTIONS: tuple[str, ...] = ("none", "warn", "skip", "stop", "raise")
 DECIDING = ("skip", "stop", "raise")
 MONITORABLE = ("dyn/grad_norm_preclip", "dyn/backprop_lyapunov", "dyn/grad_events", "dyn/grad_skips")
 
@@ -60,10 +61,13 @@ class GradientExplosionError(RuntimeError):
 class GradientExplosionMonitor(DynamicsCallback):
     """Gradient norms per layer, backprop growth through depth, and guards against explosion.
 
+    All arguments are keyword-only.
+
     Args:
-        every_n_steps: log (and inspect, for ``"log"``/``"warn"``) every this many optimizer steps.
-        at_fit_end: also log the last optimizer step.
-        action: ``"log"`` (default), ``"warn"``, ``"skip"``, ``"stop"`` or ``"raise"`` (module docstring).
+        every_n_steps: log (and inspect, for ``"none"``/``"warn"``) every this many optimizer steps.
+            Default 50, as the curvature callbacks: the norms cost one fused reduction per step
+            whatever the cadence; logging every step costs Lightning more than the measurement.
+        action: ``"none"`` (default: log only), ``"warn"``, ``"skip"``, ``"stop"`` or ``"raise"`` (module docstring).
         threshold: absolute bound on the total gradient norm (``None``: none).
         factor: relative bound, total > ``factor`` × running median (``None``: none); > 1.
         window: steps in the running median.
@@ -74,6 +78,9 @@ class GradientExplosionMonitor(DynamicsCallback):
             — residual/transformer blocks, the layers of the largest ``nn.Sequential``/``nn.ModuleList``).
         figure_every_n_steps: depth-profile figure at the first profile, at logged steps that are
             multiples of this (a multiple of ``every_n_steps``; default ten times it), and at fit end.
+        at_fit_end: also log the last optimizer step.
+        seed: accepted so every callback takes the same common arguments; the monitor draws nothing
+            at random, so it changes nothing.
     """
 
     progress_bar_tag = None
@@ -81,9 +88,9 @@ class GradientExplosionMonitor(DynamicsCallback):
 
     def __init__(
         self,
+        *,
         every_n_steps: int = 50,
-        at_fit_end: bool = True,
-        action: Action = "log",
+        action: Action = "none",
         threshold: Optional[float] = None,
         factor: Optional[float] = 10.0,
         window: int = 100,
@@ -92,9 +99,11 @@ class GradientExplosionMonitor(DynamicsCallback):
         max_consecutive_skips: int = 10,
         blocks: Optional[list[str]] = None,
         figure_every_n_steps: Optional[int] = None,
+        at_fit_end: bool = True,
+        seed: int = 0,
     ) -> None:
-        super().__init__(every_n_steps=every_n_steps, at_fit_end=at_fit_end)
-        check_choice("action", action, ACTIONS)
+        super().__init__(every_n_steps=every_n_steps, at_fit_end=at_fit_end, seed=seed)
+        check_choice("action", action, ACTIONS, renamed={"log": "none"})
         check_positive("threshold", threshold, optional=True)
         check_positive("factor", factor, above=1.0, optional=True)
         check_positive("max_growth", max_growth, optional=True)

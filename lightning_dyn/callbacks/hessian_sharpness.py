@@ -12,54 +12,43 @@ the sharpness over steps and of the last spectral density.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from ..curvature import CurvatureOperator, HessianOperator, spectral_density, top_eigenpairs, trace
 from ..curvature.eigen import EigenResult
-from .base import DynamicsCallback, Measurement, check_choice, check_positive_int, rank_zero_buffers
+from .base import DynamicsCallback, Measurement, rank_zero_buffers
 from .compat import ConfigurationError
+from .hessian_settings import HessianSettings
+from .validation import check_positive_int
 from ..curvature.probe import trainable_signature
 from ..curvature.sharded import ShardedHessianOperator, sharded_model
 from .probe import check_measurable, default_loss, probe_set, training_step_loss
-from .views import add_figure, density_figure, series_figure
-
-
-def _optional_positive(name: str, value: Any) -> None:
-    if value is not None:
-        check_positive_int(name, value)
+from .figures import add_figure, density_figure, series_figure
 
 
 class HessianSharpness(DynamicsCallback):
     """Top-k Hessian eigenvalues (sharpness), trace and spectral density of the training loss.
 
+    All arguments are keyword-only.
+
     Args:
-        every_n_steps: measure the top-``k`` eigenvalues every this many optimizer steps.
-        k: number of top eigenvalues.
-        tol: relative accuracy of the eigenvalues (Lanczos error bound).
-        max_matvecs: cap on Hessian-vector products per eigenvalue measurement.
-        probe_size: samples in the probe set (all ranks together), drawn once when training starts
-            from the training set by a private generator (no generator of the run moves); default
-            1000, or the whole training set when it is smaller. Ignored when ``probe_batches`` is given.
-        probe_batches: the probe set as a list of batches, instead of drawing it.
-        loss_fn: ``loss_fn(pl_module, batch) -> scalar``; default: the module's ``training_step``
-            (a tensor or a dict with ``"loss"``), with its ``self.log`` calls muted. Required under
-            manual optimization (that ``training_step`` steps the optimizer itself).
-        mode: ``"eval"`` (default; Dropout off, BatchNorm running statistics) or ``"train"``.
-        backend: how Hessian-vector products are taken: ``"auto"`` (default: one product at setup
-            decides — double backward where it runs and is right, else central differences of
-            gradients, said in one line), ``"double_backward"`` or ``"finite_difference"``. The cost
-            is logged as ``dyn/cost/<callback>_hvps`` or ``..._fd_hvps`` (two gradients each).
-        cold_every: every this many measurements start Lanczos cold instead of warm (``None``: never).
+        every_n_steps: measure the top-``k`` eigenvalues every this many optimizer steps. Default
+            50: a warm measurement costs a few Hessian-vector products (each about two training
+            steps), a few percent of training at that cadence.
+        hessian: which Hessian and how its eigenpairs are computed — ``k``, ``tol``, ``max_matvecs``,
+            the probe set (``probe_size``/``probe_batches``), ``loss_fn``, ``mode``, ``backend``,
+            ``cold_every`` (:class:`HessianSettings`). The cost is logged as
+            ``dyn/cost/<callback>_hvps`` (or ``..._fd_hvps``: central differences, two gradients each).
         trace_every_n_steps: also estimate the trace every this many steps (``None``: never).
         trace_matvecs: products per trace estimate.
         density_every_n_steps: also estimate the spectral density every this many steps (``None``: never).
         density_runs: SLQ start vectors per density.
         density_steps: Lanczos steps per SLQ run.
         at_fit_end: measure once more when training ends.
-        seed: seed of the private generator.
+        seed: seed of the private generator (probe set, start vectors).
     """
 
     progress_bar_tag = "dyn/sharpness"
@@ -74,16 +63,9 @@ class HessianSharpness(DynamicsCallback):
 
     def __init__(
         self,
+        *,
         every_n_steps: int = 50,
-        k: int = 1,
-        tol: float = 1e-3,
-        max_matvecs: int = 100,
-        probe_size: Optional[int] = None,
-        probe_batches: Optional[list] = None,
-        loss_fn: Optional[Callable[[Any, Any], torch.Tensor]] = None,
-        mode: Literal["eval", "train"] = "eval",
-        backend: Literal["auto", "double_backward", "finite_difference"] = "auto",
-        cold_every: Optional[int] = 10,
+        hessian: HessianSettings = HessianSettings(),
         trace_every_n_steps: Optional[int] = None,
         trace_matvecs: int = 30,
         density_every_n_steps: Optional[int] = None,
@@ -93,31 +75,23 @@ class HessianSharpness(DynamicsCallback):
         seed: int = 0,
     ) -> None:
         super().__init__(every_n_steps=every_n_steps, at_fit_end=at_fit_end, seed=seed)
-        for name, value in (("k", k), ("max_matvecs", max_matvecs),
-                            ("trace_matvecs", trace_matvecs), ("density_runs", density_runs),
+        if not isinstance(hessian, HessianSettings):
+            raise ConfigurationError(f"`hessian` must be a HessianSettings, got {type(hessian).__name__} "
+                                     "(e.g. hessian=HessianSettings(k=2, probe_size=512))")
+        for name, value in (("trace_matvecs", trace_matvecs), ("density_runs", density_runs),
                             ("density_steps", density_steps)):
             check_positive_int(name, value)
-        for name, value in (("probe_size", probe_size), ("cold_every", cold_every),
-                            ("trace_every_n_steps", trace_every_n_steps),
+        for name, value in (("trace_every_n_steps", trace_every_n_steps),
                             ("density_every_n_steps", density_every_n_steps)):
-            _optional_positive(name, value)
-        if not (isinstance(tol, (int, float)) and 0 < tol < 1):
-            raise ConfigurationError(f"`tol` must be a number in (0, 1), got {tol!r}")
-        if max_matvecs < k:
-            raise ConfigurationError(f"`max_matvecs` ({max_matvecs}) must be at least `k` ({k})")
-        check_choice("mode", mode, ("eval", "train"))
-        check_choice("backend", backend, ("auto", "double_backward", "finite_difference"))
-        if probe_batches is not None and len(probe_batches) == 0:
-            raise ConfigurationError("`probe_batches` is empty: pass at least one batch, or None to draw them")
-        self.k, self.tol, self.max_matvecs = k, float(tol), max_matvecs
-        self.probe_size, self.probe_batches, self.mode = probe_size, probe_batches, mode
-        self.backend = backend
+            check_positive_int(name, value, optional=True)
+        self.hessian = hessian
+        self.k, self.tol, self.max_matvecs = hessian.k, float(hessian.tol), hessian.max_matvecs
+        self.probe_size, self.probe_batches, self.mode = hessian.probe_size, hessian.probe_batches, hessian.mode
+        self.backend, self.loss_fn, self.cold_every = hessian.backend, hessian.loss_fn, hessian.cold_every
         #: the backend measurements use, decided at setup
-        self.product_backend = "double_backward" if backend == "auto" else backend
-        self.loss_fn = loss_fn
-        #: the loss measured: ``loss_fn``, or the ``training_step`` loss (set when training starts)
+        self.product_backend = "double_backward" if self.backend == "auto" else self.backend
+        #: the loss measured — ``loss_fn``, or the ``training_step`` loss (set when training starts)
         self.loss: Callable[[Any, Any], torch.Tensor] = training_step_loss
-        self.cold_every = cold_every
         self.trace_every_n_steps, self.trace_matvecs = trace_every_n_steps, trace_matvecs
         self.density_every_n_steps, self.density_runs, self.density_steps = density_every_n_steps, density_runs, density_steps
         self.previous: Optional[EigenResult] = None
@@ -158,9 +132,9 @@ class HessianSharpness(DynamicsCallback):
     # -- measurement ----------------------------------------------------------------------------
     def operator(self, trainer: Any, pl_module: Any) -> CurvatureOperator:
         """The operator whose top eigenvalues are measured (subclasses precondition it)."""
-        return self.hessian(pl_module)
+        return self.hessian_operator(pl_module)
 
-    def hessian(self, pl_module: Any) -> CurvatureOperator:
+    def hessian_operator(self, pl_module: Any) -> CurvatureOperator:
         """The Hessian over the probe set. With central differences, warm measurements reuse the
         products' error estimate of the first warm measurement after the last cold one (estimated
         along the previous top vector, the direction the eigenvalue depends on; it moves slowly with
@@ -195,7 +169,7 @@ class HessianSharpness(DynamicsCallback):
         scalars = {self.sharpness_tag: values[0], **{self.eig_tag.format(i): v for i, v in enumerate(values)}}
         hvps = result.num_matvecs
         if self.trace_every_n_steps and (step % self.trace_every_n_steps == 0 or self.measuring_at_fit_end):
-            est = trace(self.hessian(pl_module), self.trace_matvecs, generator=self.generator)
+            est = trace(self.hessian_operator(pl_module), self.trace_matvecs, generator=self.generator)
             scalars.update({"dyn/hessian_trace": est.value, "dyn/hessian_trace_stderr": est.stderr})
             hvps += est.num_matvecs
         if self.density_every_n_steps and step % self.density_every_n_steps == 0:

@@ -1,7 +1,7 @@
 """JacobianSpectrum: how far the model being trained is from dynamical isometry.
 
 On its schedule the callback measures the input–output Jacobian of the model (eval mode) at a
-fixed set of probe inputs (``lightning_dyn.dynamics.jacobian_spectrum``; Pennington et al. 2017): the top
+fixed set of probe inputs (``lightning_dyn.dynamics.input_jacobian``; Pennington et al. 2017): the top
 singular values ``dyn/jacobian_sigma_max`` (and ``dyn/jacobian_sigma_<i>`` for ``i ≤ k``), the
 mean squared singular value ``dyn/jacobian_msv`` ± ``dyn/jacobian_msv_stderr`` and the variance of
 the squared singular values ``dyn/jacobian_sv2_variance``: by warm-started Lanczos on ``JᵀJ`` and
@@ -24,11 +24,12 @@ import torch
 
 from ..curvature.density import spectral_density
 from ..curvature.eigen import EigenResult
-from ..dynamics.jacobian_spectrum import JacobianGramOperator, jacobian_spectrum
-from .base import DynamicsCallback, Measurement, check_choice, check_positive, check_positive_int
+from ..dynamics.input_jacobian import JacobianGramOperator, jacobian_spectrum
+from .base import DynamicsCallback, Measurement
+from .validation import check_choice, check_positive_int, check_tolerance
 from .compat import ConfigurationError
 from .probe import canonical_order, probe_set
-from .views import add_figure, singular_value_figure
+from .figures import add_figure, singular_value_figure
 
 InputFn = Callable[[Any], torch.Tensor]
 ForwardFn = Callable[[Any, torch.Tensor], torch.Tensor]
@@ -50,14 +51,19 @@ def default_inputs(batch: Any) -> torch.Tensor:
 class JacobianSpectrum(DynamicsCallback):
     """Singular values of the model's input–output Jacobian on probe inputs (module docstring).
 
+    All arguments are keyword-only.
+
     Args:
-        every_n_steps: measure every this many optimizer steps.
+        every_n_steps: measure every this many optimizer steps. Default 500, ten times the
+            curvature callbacks' cadence: a measurement costs up to ``2·max_matvecs`` passes through
+            the model on the probe inputs plus ``num_probes`` for the moments, and the input–output
+            Jacobian at initialisation and its slow drift are what it is for.
         probe_size: probe inputs (all ranks together), drawn once from the training set by a
             private generator; default 8, or the whole training set when smaller.
         k: top singular values to track.
         method: ``"auto"`` (exact Jacobians when ``min(d_in, d_out) ≤ 64``, else Lanczos),
             ``"lanczos"`` or ``"dense"``.
-        tol: relative accuracy of the top ``σ²`` (Lanczos stopping rule).
+        tol: relative accuracy of the top ``σ²`` (Lanczos stopping rule), in ``(0, 1)``.
         max_matvecs: cap on Lanczos steps per measurement (each one JVP + one VJP).
         num_probes: Hutchinson probes for the mean and variance of ``σ²``.
         density_runs: SLQ runs for the distribution figure (0: no figure).
@@ -74,6 +80,7 @@ class JacobianSpectrum(DynamicsCallback):
 
     def __init__(
         self,
+        *,
         every_n_steps: int = 500,
         probe_size: Optional[int] = None,
         k: int = 3,
@@ -89,15 +96,14 @@ class JacobianSpectrum(DynamicsCallback):
         seed: int = 0,
     ) -> None:
         super().__init__(every_n_steps=every_n_steps, at_fit_end=at_fit_end, seed=seed)
-        if probe_size is not None:
-            check_positive_int("probe_size", probe_size)
+        check_positive_int("probe_size", probe_size, optional=True)
         for name, value in (("k", k), ("max_matvecs", max_matvecs),
                             ("density_steps", density_steps)):
             check_positive_int(name, value)
         check_choice("method", method, ("auto", "lanczos", "dense"))
         check_positive_int("num_probes", num_probes, minimum=2)  # two for a standard error
         check_positive_int("density_runs", density_runs, minimum=0)
-        check_positive("tol", tol)
+        check_tolerance("tol", tol)
         if max_matvecs < k:
             raise ConfigurationError(f"`max_matvecs` ({max_matvecs}) must be at least `k` ({k})")
         self.probe_size, self.k, self.method, self.tol, self.max_matvecs = probe_size, k, method, tol, max_matvecs

@@ -110,7 +110,7 @@ def check_measurable(pl_module: nn.Module, loss_fn: LossFn, batch: Any, *, owner
                      seed: int = 0, backend: Backend = "auto") -> str:
     """Take one Hessian-vector product through the real model on one probe batch (like a
     measurement: modes, buffers and RNG streams are left alone) and return the backend that
-    measurements will use, or raise a :class:`ConfigurationError` saying why none can.
+    measurements will use, or raise a :class:`~lightning_dyn.ConfigurationError` saying why none can.
 
     Double backward is checked twice: that it runs, and that it is right — a product through an
     operation whose backward is not itself differentiable silently drops that operation's second

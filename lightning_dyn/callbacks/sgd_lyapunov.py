@@ -2,7 +2,7 @@
 
 On its schedule (and/or once the training loss first falls below ``interpolation_tol``) the
 callback linearises SGD at the current parameters on a fixed probe set and logs the top Lyapunov
-exponent of that random linear system (``lightning_dyn.dynamics.sgd_lyapunov``; Chemnitz & Engel 2024):
+exponent of that random linear system (``lightning_dyn.dynamics.sgd_stability``; Chemnitz & Engel 2024):
 ``dyn/sgd_lyapunov`` ± ``dyn/sgd_lyapunov_stderr`` (negative: SGD stays near this minimum),
 GD's exponent ``dyn/gd_lyapunov``, Wu–Ma–E's ``dyn/wme_sharpness``, ``dyn/wme_nonuniformity`` and
 ``dyn/mean_square`` (mean-square stable iff ≤ 1), ``dyn/critical_lr`` (where λ crosses 0 for the
@@ -27,12 +27,13 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import RandomSampler
 
 from ..curvature.context import measurement_context
-from ..dynamics.sgd_lyapunov import SGDStability, sgd_lyapunov
+from ..dynamics.sgd_stability import SGDStability, sgd_lyapunov
 from ..curvature.sharded import sharded_model
-from .base import DynamicsCallback, Measurement, check_choice, check_positive, check_positive_int
+from .base import DynamicsCallback, Measurement
+from .validation import check_choice, check_positive, check_positive_int
 from .compat import ConfigurationError
 from .probe import canonical_order, check_measurable, default_loss, probe_set
-from .views import add_figure, stability_diagram_figure
+from .figures import add_figure, stability_diagram_figure
 
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 #: ``precision="auto"`` switches to float32 above this many probe outputs (samples × outputs)
@@ -48,14 +49,19 @@ class SGDLyapunov(DynamicsCallback):
     """Top Lyapunov exponent of SGD linearised at the current parameters, critical learning rate,
     stability diagram.
 
+    All arguments are keyword-only.
+
     Args:
-        every_n_steps: measure every this many optimizer steps.
+        every_n_steps: measure every this many optimizer steps. Default 100, twice the curvature
+            callbacks' cadence: a measurement simulates ``num_steps`` SGD steps on the probe set
+            (with ``num_lrs`` learning rates for the diagram at fit end), and the exponent is only
+            meaningful near interpolation, late in training.
         interpolation_tol: probe loss below which the point counts as interpolating; above it each
             measurement is flagged (``dyn/near_interpolation`` = 0, a warning with the loss) and
             describes the linearisation at the current point.
         on_interpolation: also measure once, at the first step whose training loss is below
             ``interpolation_tol`` (reads the loss every step: one host sync per step).
-        mode: ``"gram"`` (normal-space form from the NTK; needs ``criterion``) or ``"hvp"``
+        method: ``"gram"`` (normal-space form from the NTK; needs ``criterion``) or ``"hvp"``
             (mini-batch Hessian-vector products; any twice-differentiable ``loss_fn``).
         criterion: ``criterion(outputs, targets)``, the mean batch loss on ``pl_module(inputs)``;
             default: the module's ``criterion`` attribute. Needed for ``"gram"``.
@@ -91,10 +97,11 @@ class SGDLyapunov(DynamicsCallback):
 
     def __init__(
         self,
+        *,
         every_n_steps: int = 100,
         interpolation_tol: float = 1e-3,
         on_interpolation: bool = False,
-        mode: Literal["gram", "hvp"] = "gram",
+        method: Literal["gram", "hvp"] = "gram",
         criterion: Optional[Criterion] = None,
         loss_fn: Optional[Callable[[Any, Any], torch.Tensor]] = None,
         probe_size: Optional[int] = None,
@@ -111,7 +118,7 @@ class SGDLyapunov(DynamicsCallback):
         seed: int = 0,
     ) -> None:
         super().__init__(every_n_steps=every_n_steps, at_fit_end=at_fit_end, seed=seed)
-        check_choice("mode", mode, ("gram", "hvp"))
+        check_choice("method", method, ("gram", "hvp"))
         check_choice("precision", precision, ("auto", "float64", "float32"))
         check_choice("sampling", sampling, (None, "reshuffle", "iid"))
         if probe_size is not None:
@@ -128,7 +135,7 @@ class SGDLyapunov(DynamicsCallback):
         for b in batch_sizes or []:
             check_positive_int("batch_sizes", b)
         self.interpolation_tol, self.on_interpolation = float(interpolation_tol), on_interpolation
-        self.mode, self.criterion, self.loss_fn = mode, criterion, loss_fn
+        self.method, self.criterion, self.loss_fn = method, criterion, loss_fn
         self.probe_size, self.lr, self.batch_size, self.batch_sizes = probe_size, lr, batch_size, batch_sizes
         self.num_steps, self.num_lrs, self.max_gram_outputs = num_steps, num_lrs, max_gram_outputs
         self.hvp_directions = hvp_directions
@@ -169,18 +176,18 @@ class SGDLyapunov(DynamicsCallback):
         if self.global_batch > n:
             raise ConfigurationError(
                 f"the batch size ({self.global_batch}) is larger than the probe set ({n} samples): raise `probe_size`")
-        if self.mode == "gram":
+        if self.method == "gram":
             self.criterion = self.criterion or getattr(pl_module, "criterion", None)
             if self.criterion is None:
-                raise ConfigurationError("mode='gram' needs `criterion(outputs, targets)` (or a `criterion` attribute "
-                                         "on the module); or use mode='hvp' with the training_step loss")
+                raise ConfigurationError("method='gram' needs `criterion(outputs, targets)` (or a `criterion` attribute "
+                                         "on the module); or use method='hvp' with the training_step loss")
             with measurement_context(pl_module, train=False, seed=self.seed), torch.no_grad():
                 outputs = pl_module(inputs[:1])
             self.num_outputs = outputs[0].numel()
             if n * outputs[0].numel() > self.max_gram_outputs:
                 raise ConfigurationError(
                     f"the probe set has {n}×{outputs[0].numel()} outputs, more than max_gram_outputs="
-                    f"{self.max_gram_outputs} for mode='gram': use mode='hvp', or a smaller `probe_size`")
+                    f"{self.max_gram_outputs} for method='gram': use method='hvp', or a smaller `probe_size`")
         else:
             self.loss_fn = default_loss(pl_module, self.loss_fn, "SGDLyapunov")
             check_measurable(pl_module, self.loss_fn, (inputs, targets), owner="SGDLyapunov", seed=self.seed,
@@ -220,7 +227,7 @@ class SGDLyapunov(DynamicsCallback):
         n, B = len(self.data[0]), self.global_batch
         sizes = self.batch_sizes or [b for b in (B // 4, B // 2, 2 * B) if 1 <= b <= n]
         criterion = self.criterion or (lambda out, y: out.new_zeros(()))
-        result = sgd_lyapunov(pl_module, criterion, self.data, lr=lr, batch_size=B, mode=self.mode,
+        result = sgd_lyapunov(pl_module, criterion, self.data, lr=lr, batch_size=B, method=self.method,
                               momentum=momentum, nesterov=nesterov,
                               loss_fn=self.loss_fn, sampling=self.sampling, num_steps=self.num_steps,
                               num_lrs=self.num_lrs, batch_sizes=[b for b in sizes if b <= n],
@@ -237,7 +244,7 @@ class SGDLyapunov(DynamicsCallback):
         scalars = {"dyn/sgd_lyapunov": result.exponent, "dyn/sgd_lyapunov_stderr": result.stderr,
                    "dyn/gd_lyapunov": result.gd_exponent, "dyn/wme_sharpness": result.sharpness,
                    "dyn/probe_loss": result.loss, "dyn/near_interpolation": float(result.near_interpolation)}
-        if math.isfinite(result.mean_square):  # plain SGD in "gram" mode
+        if math.isfinite(result.mean_square):  # plain SGD, method "gram"
             scalars.update({"dyn/wme_nonuniformity": result.nonuniformity, "dyn/mean_square": result.mean_square})
         if math.isfinite(result.critical_lr):
             scalars["dyn/critical_lr"] = result.critical_lr
@@ -247,7 +254,7 @@ class SGDLyapunov(DynamicsCallback):
         if self.precision == "auto":
             assert self.data is not None
             outputs = self.num_outputs * len(self.data[0])
-            return torch.float32 if self.mode == "gram" and outputs > AUTO_FLOAT32_OUTPUTS else torch.float64
+            return torch.float32 if self.method == "gram" and outputs > AUTO_FLOAT32_OUTPUTS else torch.float64
         return torch.float64 if self.precision == "float64" else torch.float32
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
@@ -262,7 +269,7 @@ class SGDLyapunov(DynamicsCallback):
     # -- state ----------------------------------------------------------------------------------
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(every_n_steps=self.every_n_steps, mode=self.mode, seed=self.seed)
+        return self._generate_state_key(every_n_steps=self.every_n_steps, method=self.method, seed=self.seed)
 
     def extra_state(self) -> dict[str, Any]:
         return {"interpolation_measured": self.interpolation_measured}

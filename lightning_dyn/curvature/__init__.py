@@ -12,7 +12,7 @@ from .hessian import HessianOperator
 from .operator import CurvatureOperator, DenseOperator, MatrixFreeOperator
 from .preconditioned import PreconditionedOperator
 from .sharded import ShardedHessianOperator
-from .trace import TraceEstimate, trace
+from .trace_estimation import TraceEstimate, trace
 
 __all__ = [
     "CurvatureOperator",

@@ -18,7 +18,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ._random import Distribution, private_generator
+from ..sampling import Distribution, private_generator
 from .lanczos import LanczosIteration
 from .operator import CurvatureOperator
 

@@ -38,7 +38,7 @@ from typing import Callable, Literal, NamedTuple, Optional, Union
 import numpy as np
 import torch
 
-from ._random import private_generator
+from ..sampling import private_generator
 from .davidson import DavidsonIteration
 from .lanczos import LanczosIteration
 from .operator import CurvatureOperator
@@ -58,7 +58,7 @@ STAGNATION_STEPS = 8
 
 @dataclass
 class EigenResult:
-    """Result of :func:`top_eigenpairs`.
+    """Result of :func:`~lightning_dyn.curvature.top_eigenpairs`.
 
     Attributes:
         values: the ``k`` eigenvalue estimates (float64, host), largest first for ``"LA"``,
@@ -199,7 +199,7 @@ def _verdict(op: CurvatureOperator, theta: np.ndarray, bounds: np.ndarray, k: in
 
 
 class Solve(NamedTuple):
-    """What a solver hands :func:`top_eigenpairs`: Ritz values (descending), the bounds and residuals
+    """What a solver hands :func:`~lightning_dyn.curvature.top_eigenpairs`: Ritz values (descending), the bounds and residuals
     of the wanted ones, the verdict, the products spent, and the first ``keep`` Ritz vectors."""
 
     theta: np.ndarray

@@ -16,7 +16,7 @@ Step. Rounding the shifted point ``θ ± εu`` to the working precision moves it
 per coordinate, an error ``~ ε_mach ‖θ‖/ε`` relative to the step; truncation grows like
 ``(ε/ℓ)²`` on the length ``ℓ`` over which the curvature changes, of the order of the parameters'
 size. Balancing the two gives ``ε ∝ ε_mach^{1/3}`` for order 2 (``ε_mach^{1/5}`` for order 4)
-times the parameters' root-mean-square size: :func:`difference_step`. In float32 (ε_mach = 1.2e-7)
+times the parameters' root-mean-square size: ``difference_step``. In float32 (ε_mach = 1.2e-7)
 that is ``ε ≈ 4.9e-3 · RMS(θ)`` for order 2 and ``0.041 · RMS(θ)`` for order 4. Measured against
 float64 double backward (top eigenvalue, relative): on the digits MLP along the demo 4e-6–1e-5
 (order 2) and ~1e-6 (order 4); on a GPT-2 from a config 1e-5 (both orders).

@@ -74,7 +74,7 @@ class HessianOperator(CurvatureOperator):
             ``"forward_over_reverse"`` (``torch.func``; needs a model without in-place buffer
             updates, i.e. ``mode="eval"`` for BatchNorm) or ``"finite_difference"`` (gradients only).
         difference_order: ``2`` (two gradients a product) or ``4`` (four) for ``"finite_difference"``.
-        difference_step: its step along the unit direction (default: :func:`difference_step`).
+        difference_step: its step along the unit direction (default: ``lightning_dyn.curvature.finite_difference.difference_step``).
         known_error: the products' relative error when already known — an earlier operator's
             estimate on the same probe set at nearby parameters: the first product then skips the
             estimate's second stencil (two gradients).
@@ -157,7 +157,7 @@ class HessianOperator(CurvatureOperator):
         self._graphs: dict[int, tuple[list[torch.Tensor], list[int]]] = {}
         self.difference_order = difference_order
         self.difference_step = difference_step or difference_step_for(self.parameters_vector(), difference_order)
-        #: relative accuracy of a product: 0 for the exact backends; for finite differences
+        #: relative accuracy of a product — 0 for the exact backends; for finite differences
         #: estimated at the first product (Richardson, steps ε and 2ε)
         self.relative_error = 0.0 if known_error is None else known_error
         self._estimate_error = known_error is None

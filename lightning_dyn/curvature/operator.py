@@ -1,7 +1,7 @@
 """The small base class every curvature operator derives from.
 
 A curvature operator is a symmetric linear map ``v ↦ A v`` on flat parameter vectors of length
-``size``. Solvers (:func:`top_eigenpairs`, :func:`trace`, :func:`spectral_density`) only use
+``size``. Solvers (:func:`~lightning_dyn.curvature.top_eigenpairs`, :func:`~lightning_dyn.curvature.trace`, :func:`~lightning_dyn.curvature.spectral_density`) only use
 ``matvec`` and the attributes below, so any operator — a Hessian, a preconditioned Hessian, a dense
 matrix in a test — plugs into all of them. Inner products go through the operator's ``space``
 (:mod:`lightning_dyn.curvature.space`): whole vectors, or shards of them spread over the ranks of
@@ -20,14 +20,14 @@ from .space import WHOLE, VectorSpace
 class CurvatureOperator:
     """Symmetric linear operator on flat vectors.
 
-    Subclasses implement :meth:`_matvec`; this class counts products (``num_matvecs``), checks
+    Subclasses implement ``_matvec``; this class counts products (``num_matvecs``), checks
     shapes, and offers ``op @ v`` and :meth:`matmat`.
     """
 
     size: int
     device: torch.device
     dtype: torch.dtype
-    #: where the vectors live: whole on this process (default) or sharded over ranks
+    #: where the vectors live — whole on this process (default) or sharded over ranks
     space: VectorSpace = WHOLE
 
     @property

@@ -23,7 +23,7 @@ from typing import Optional, Sequence
 import torch
 import torch.distributed as dist
 
-from ._random import Distribution, random_vectors
+from ..sampling import Distribution, random_vectors
 
 
 class VectorSpace:

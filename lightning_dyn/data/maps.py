@@ -11,6 +11,7 @@ from typing import Literal
 
 import lightning.pytorch as pl
 import torch
+from sklearn.isotonic import isotonic_regression
 from torch.utils.data import DataLoader, TensorDataset
 
 TARGETS = {"negate": lambda x: -x, "square": lambda x: x**2}
@@ -28,17 +29,10 @@ def map_tensors(target: Literal["negate", "square"], n: int = 64) -> tuple[torch
 
 def monotone_floor(target: Literal["negate", "square"], n: int = 64) -> float:
     """The smallest mean squared error any non-decreasing map attains on these points: that of the
-    isotonic regression of the targets (pool-adjacent-violators)."""
+    isotonic regression of the targets (pool-adjacent-violators, scikit-learn's)."""
     x, y = map_tensors(target, n)
-    blocks: list[list[float]] = []  # [sum, count]
-    for v in y.reshape(-1).tolist():
-        blocks.append([v, 1])
-        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
-            s, c = blocks.pop()
-            blocks[-1][0] += s
-            blocks[-1][1] += c
-    fit = torch.cat([torch.full((c,), s / c) for s, c in blocks])
-    return float(((fit - y.reshape(-1)) ** 2).mean())
+    fit = torch.as_tensor(isotonic_regression(y.reshape(-1).double().numpy(), increasing=True))
+    return float(((fit - y.reshape(-1).double()) ** 2).mean())
 
 
 class MapDataModule(pl.LightningDataModule):

@@ -2,14 +2,14 @@
 
 from .backprop_signal import BackpropSignal, find_blocks
 from .edge_of_stability import REGIMES, classify_regime
-from .gradient_norms import GradientDetector
-from .jacobian_spectrum import JacobianSpectrumResult, jacobian_spectrum
+from .spike_detection import GradientDetector
+from .input_jacobian import JacobianSpectrumResult, jacobian_spectrum
 from .lyapunov import LyapunovSpectrum, lyapunov_spectrum
 from .ntk import empirical_ntk
-from .sgd_lyapunov import SGDStability, StabilityDiagram, critical_lr, sgd_lyapunov
-from .mean_field import critical_coupling, lorentzian_order_parameter
+from .sgd_stability import SGDStability, StabilityDiagram, critical_lr, sgd_lyapunov
+from .synchronization import critical_coupling, lorentzian_order_parameter
 from .signal_propagation import MeanFieldPoint, backprop_lyapunov, critical_weight_variance, mean_field
-from .stability import StabilityScaling, UnsupportedOptimizer, stability_scaling, stability_threshold
+from .optimizer_thresholds import StabilityScaling, UnsupportedOptimizer, stability_scaling, stability_threshold
 
 __all__ = [
     "BackpropSignal",

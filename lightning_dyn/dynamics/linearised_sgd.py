@@ -57,7 +57,7 @@ def output_hessian_roots(criterion: Criterion, outputs: torch.Tensor, targets: t
     """``S_i = (∂²ℓ_i/∂f²)^{1/2}`` for every sample, shape ``(n, C, C)``, float64.
 
     Raises ``ValueError`` when the loss is not convex in the outputs (negative curvature): the
-    Gauss–Newton form does not hold, use ``mode='hvp'``."""
+    Gauss–Newton form does not hold, use ``method='hvp'``."""
     n = outputs.shape[0]
     f = outputs.detach().double().reshape(n, -1)
 
@@ -69,7 +69,7 @@ def output_hessian_roots(criterion: Criterion, outputs: torch.Tensor, targets: t
     scale = w.abs().amax().clamp_min(1e-300)
     if bool((w < -1e-8 * scale).any()):
         raise ValueError("the loss has negative curvature in the outputs; the Gauss–Newton form of 'gram' "
-                         "does not apply: use mode='hvp'")
+                         "does not apply: use method='hvp'")
     return (U * w.clamp_min(0).sqrt().unsqueeze(-2)) @ U.transpose(-1, -2)
 
 
@@ -108,7 +108,7 @@ def normal_space_factor(ntk: torch.Tensor, roots: torch.Tensor, dtype: Optional[
             if int(info) == 0:
                 return chol.view(n, C, n * C)
             jitter = jitter * 100
-        raise ValueError("the Gram matrix of the probe set could not be factored; use mode='hvp'")
+        raise ValueError("the Gram matrix of the probe set could not be factored; use method='hvp'")
     g = g.double()
     chol, info = torch.linalg.cholesky_ex(g)
     diag = chol.diagonal()

@@ -24,7 +24,7 @@ from typing import Callable, Optional
 
 import torch
 
-from ..curvature._random import private_generator, random_vectors
+from ..sampling import private_generator, random_vectors
 
 Step = Callable[[torch.Tensor], torch.Tensor]
 

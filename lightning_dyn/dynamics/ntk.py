@@ -99,7 +99,7 @@ def _explicit_ntk(model: nn.Module, inputs: torch.Tensor, max_bytes: int) -> tup
     if need > max_bytes:
         raise MemoryError(
             f"the per-sample Jacobian of this probe set is {n}×{C} outputs × {P} parameters "
-            f"({need / 2**30:.1f} GiB, cap {max_bytes / 2**30:.1f} GiB): use mode='hvp', or a smaller probe set")
+            f"({need / 2**30:.1f} GiB, cap {max_bytes / 2**30:.1f} GiB): use method='hvp', or a smaller probe set")
 
     def single(p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         return substituted_call(model, table, p, (x.unsqueeze(0),)).reshape(-1)

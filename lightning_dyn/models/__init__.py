@@ -1,10 +1,8 @@
 """Models whose depth is time: neural ODE and delay-equation layers, oscillator and firing-rate
-networks on graphs."""
+networks on graphs (the graphs and frequency laws they are built on are in ``ensembles``)."""
 
 from .coupling import GraphCoupling
 from .firing_rate import FiringRateNetwork
-from .frequencies import density_at_center, natural_frequencies
-from .graphs import erdos_renyi, erdos_renyi_sparse, graphon_top_eigenvalue, sample_graphon, small_world
 from .mlp import SquaredLossMLP
 from .neural_dde import NeuralDDE
 from .neural_ode import AugmentedNeuralODE, NeuralODE
@@ -20,13 +18,6 @@ __all__ = [
     "NeuralDDE",
     "NeuralODE",
     "SquaredLossMLP",
-    "density_at_center",
-    "erdos_renyi",
-    "erdos_renyi_sparse",
-    "graphon_top_eigenvalue",
-    "natural_frequencies",
     "order_parameter",
-    "sample_graphon",
-    "small_world",
     "time_averaged_order_parameter",
 ]

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torchdiffeq import odeint
 
+from ..ensembles.graphs import sample_graphon
 from .coupling import GraphCoupling
 
 
@@ -40,9 +41,10 @@ class KuramotoNetwork(nn.Module):
         frequencies: natural frequencies ``ω``, shape ``(N,)`` (shared by a batch) or ``(B, N)``.
         coupling: ``K``.
         adjacency: ``None`` (all-to-all, O(N) per evaluation), or an ``(N, N)`` dense or
-            ``torch.sparse`` matrix (e.g. from :func:`lightning_dyn.models.graphs.sample_graphon`).
-        learn_coupling / learn_frequencies / learn_adjacency: make ``K``, ``ω`` or a dense ``A``
-            trainable parameters.
+            ``torch.sparse`` matrix (e.g. from :func:`lightning_dyn.ensembles.sample_graphon`).
+        learn_coupling: make ``K`` a trainable parameter.
+        learn_frequencies: make ``ω`` a trainable parameter.
+        learn_adjacency: make a dense ``A`` a trainable parameter.
 
     ``θ`` has shape ``(N,)`` or ``(B, N)`` (independent systems sharing the graph). Use it as the
     vector field of an ODE solver (``torchdiffeq.odeint(net, θ0, t)``), or :meth:`simulate`.
@@ -77,12 +79,10 @@ class KuramotoNetwork(nn.Module):
 
     @classmethod
     def on_graphon(cls, frequencies: torch.Tensor, coupling: float, graphon, *,
-                   mode: str = "random", sparse: bool = False, generator: Optional[torch.Generator] = None,
+                   sampling: str = "random", sparse: bool = False, generator: Optional[torch.Generator] = None,
                    **kwargs) -> "KuramotoNetwork":
-        """A network on an ``N``-node graph sampled from ``graphon`` (see :func:`sample_graphon`)."""
-        from .graphs import sample_graphon
-
-        A = sample_graphon(graphon, frequencies.shape[-1], mode=mode, sparse=sparse, generator=generator,
+        """A network on an ``N``-node graph sampled from ``graphon`` (see :func:`~lightning_dyn.ensembles.sample_graphon`)."""
+        A = sample_graphon(graphon, frequencies.shape[-1], sampling=sampling, sparse=sparse, generator=generator,
                            dtype=frequencies.dtype)
         return cls(frequencies, coupling, A, **kwargs)
 

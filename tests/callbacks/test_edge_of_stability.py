@@ -7,9 +7,10 @@ import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from lightning_dyn import EdgeOfStability, HessianSharpness
+from lightning_dyn import EdgeOfStability, HessianSettings, HessianSharpness
 from lightning_dyn.callbacks import ConfigurationError
 from lightning_dyn.cli import demo
+from tests.readme import numbers_in, readme_numbers
 from lightning_dyn.data import DigitsDataModule
 from lightning_dyn.dynamics import REGIMES
 from lightning_dyn.models import SquaredLossMLP
@@ -25,9 +26,25 @@ def _fit(callbacks, *, steps=40, n=200, logger=False, module=None, **kwargs):
     return trainer
 
 
+SUMMARY = ("progressive sharpening {n} → {n} by step {n}; at the edge (threshold {n}) from step {n}; "
+           "sharpness/threshold then {n}–{n} (median {n}); the loss rose on {n} of {n} logged steps yet fell {n} → {n}")
+
+
 @pytest.mark.slow
 def test_demo_reaches_and_holds_the_edge_of_stability(tmp_path):
-    text = demo(["--steps", "2100", "--lr", "0.1", "--every", "50", "--out", str(tmp_path)])
+    text = demo(["--out", str(tmp_path)])  # the README's demo, as it runs by default
+    # the summary the README quotes, number by number: sharpness and ratios within one unit of their last digit,
+    # the steps exactly (a measurement every 50), the count of rising-loss steps within 5% (the
+    # edge of stability is where GD is most sensitive to round-off)
+    got, want = numbers_in(text.split("\n")[0]), readme_numbers(SUMMARY)
+    assert len(got) == len(want)
+    (s0, s1, step, thr, edge, lo, hi, med, rose, logged, l0, l1) = got
+    assert (s0, s1, thr) == pytest.approx((want[0], want[1], want[3]), abs=0.1001)  # printed to 0.1
+    assert (lo, hi, med) == pytest.approx((want[5], want[6], want[7]), abs=0.01001)  # printed to 0.01
+    assert (step, edge, logged) == (want[2], want[4], want[9])
+    assert rose == pytest.approx(want[8], rel=0.05)
+    assert (l0, l1) == pytest.approx((want[10], want[11]), rel=0.01)
+    # and the phenomenon itself, from the event files
     series = read_scalars(next(tmp_path.rglob("events.out.tfevents.*")).parent)
     sharp = series["dyn/eos_sharpness"]
     ratio = series["dyn/sharpness_ratio"]
@@ -47,8 +64,8 @@ def test_tensorboard_views_layout_histograms_figures(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     logger = TensorBoardLogger(tmp_path)
-    eos = EdgeOfStability(every_n_steps=10, k=2, probe_size=200)
-    sharp = HessianSharpness(every_n_steps=20, k=3, probe_size=100, trace_every_n_steps=20)
+    eos = EdgeOfStability(every_n_steps=10, hessian=HessianSettings(k=2, probe_size=200))
+    sharp = HessianSharpness(every_n_steps=20, hessian=HessianSettings(k=3, probe_size=100), trace_every_n_steps=20)
     _fit([eos, sharp], logger=logger)
     assert eos.last_density is not None and sharp.last_density is None  # EoS draws the density at fit end
     acc = EventAccumulator(logger.log_dir, size_guidance={"images": 0, "histograms": 0, "scalars": 0, "tensors": 0})
@@ -65,14 +82,14 @@ def test_tensorboard_views_layout_histograms_figures(tmp_path):
 
 
 def test_stop_action_stops_training_on_crossing():
-    eos = EdgeOfStability(every_n_steps=5, probe_size=200, action="stop", act_on="above")
+    eos = EdgeOfStability(every_n_steps=5, hessian=HessianSettings(probe_size=200), action="stop", act_on="above")
     trainer = _fit([eos], steps=200, module=SquaredLossMLP(widths=(64, 32, 10), lr=1.5))
     assert trainer.global_step < 200
     assert eos.events and eos.events[0]["event"] == "stop"
 
 
 def test_reduce_lr_action_and_a_scheduler_move_the_threshold():
-    eos = EdgeOfStability(every_n_steps=5, probe_size=200, action="reduce_lr", lr_factor=0.5)
+    eos = EdgeOfStability(every_n_steps=5, hessian=HessianSettings(probe_size=200), action="reduce_lr", lr_factor=0.5)
     module = SquaredLossMLP(widths=(64, 32, 10), lr=1.5)
     with pytest.warns(UserWarning, match="learning rate multiplied"):
         trainer = _fit([eos], steps=30, module=module)
@@ -82,7 +99,7 @@ def test_reduce_lr_action_and_a_scheduler_move_the_threshold():
 
 
 def test_adam_is_compared_through_its_preconditioner():
-    eos = EdgeOfStability(every_n_steps=10, probe_size=200)
+    eos = EdgeOfStability(every_n_steps=10, hessian=HessianSettings(probe_size=200))
     _fit([eos], steps=20, module=SquaredLossMLP(widths=(64, 32, 10), optimizer="adam", lr=1e-3))
     assert eos.history[-1]["dyn/stability_threshold"] == pytest.approx(38 / 1e-3)
     assert eos.history[-1]["dyn/preconditioned_sharpness"] > 0
@@ -102,11 +119,11 @@ class _Adagrad(SquaredLossMLP):
 
 def test_bad_setups_fail_before_training():
     with pytest.raises(ConfigurationError, match="Adagrad; supported: SGD"):
-        _fit([EdgeOfStability(probe_size=100)], module=_Adagrad(widths=(64, 8, 10)))
+        _fit([EdgeOfStability(hessian=HessianSettings(probe_size=100))], module=_Adagrad(widths=(64, 8, 10)))
     with pytest.raises(ConfigurationError, match="larger than the training set"):
-        _fit([EdgeOfStability(probe_size=5000)])
+        _fit([EdgeOfStability(hessian=HessianSettings(probe_size=5000))])
     with pytest.raises(ConfigurationError, match="must return the loss"):
-        _fit([HessianSharpness(probe_size=100)], module=_NoneStep(widths=(64, 8, 10)))
+        _fit([HessianSharpness(hessian=HessianSettings(probe_size=100))], module=_NoneStep(widths=(64, 8, 10)))
 
 
 class _NoOptimizer(SquaredLossMLP):
@@ -116,7 +133,7 @@ class _NoOptimizer(SquaredLossMLP):
 
 def test_no_optimizer_is_refused_at_setup():
     with pytest.raises(ConfigurationError, match="needs an optimizer"):
-        _fit([EdgeOfStability(probe_size=100)], module=_NoOptimizer(widths=(64, 8, 10)))
+        _fit([EdgeOfStability(hessian=HessianSettings(probe_size=100))], module=_NoOptimizer(widths=(64, 8, 10)))
 
 
 @pytest.mark.parametrize("config", ["edge_of_stability", "momentum", "nesterov", "adam"])
@@ -147,7 +164,7 @@ def test_adam_coordinates_never_updated_are_left_out_of_the_preconditioned_sharp
     from torch.utils.data import DataLoader, TensorDataset
 
     from lightning_dyn.curvature import DenseOperator, top_eigenpairs
-    from lightning_dyn.dynamics.stability import stability_scaling
+    from lightning_dyn.dynamics.optimizer_thresholds import stability_scaling
     from tests.helpers import dense_hessian
 
     g = torch.Generator().manual_seed(0)
@@ -160,8 +177,7 @@ def test_adam_coordinates_never_updated_are_left_out_of_the_preconditioned_sharp
     loader = DataLoader(TensorDataset(seen, labels[:24]), batch_size=8)
     seed_all(0)
     module = _TokenClassifier()
-    eos = EdgeOfStability(every_n_steps=3, probe_batches=probe, tol=1e-8, max_matvecs=80, density_at_fit_end=False,
-                          loss_fn=lambda m, b: torch.nn.functional.cross_entropy(m(b[0]), b[1]))
+    eos = EdgeOfStability(every_n_steps=3, hessian=HessianSettings(probe_batches=probe, tol=1e-8, max_matvecs=80, loss_fn=lambda m, b: torch.nn.functional.cross_entropy(m(b[0]), b[1])), density_at_fit_end=False)
     trainer = pl.Trainer(max_steps=3, callbacks=[eos], logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(module, loader)

@@ -121,7 +121,7 @@ def test_log_inspects_at_the_logged_steps_with_the_true_step_and_layer():
 
 
 def test_nan_loss_is_detected_as_such_and_not_logged_as_a_number(tmp_path):
-    monitor = GradientExplosionMonitor(every_n_steps=2)  # "log": the NaN update is taken, later steps are NaN too
+    monitor = GradientExplosionMonitor(every_n_steps=2)  # "none": the NaN update is taken, later steps are NaN too
     logger = TensorBoardLogger(tmp_path)
     _fit(_batches(nan_at=(NAN_BATCH,)), [monitor], logger=logger)
     assert [(e["step"], e["event"]) for e in monitor.events[:2]] == [(4, "nonfinite_loss"), (4, "nonfinite_gradient")]
@@ -166,7 +166,7 @@ def test_tensorboard_gets_layout_histogram_and_figures(tmp_path):
 
 
 def test_bad_setups_fail_before_training():
-    from lightning_dyn.callbacks.compat import ConfigurationError
+    from lightning_dyn import ConfigurationError
 
     class Frozen(Net):
         def __init__(self):

@@ -8,7 +8,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.nn import functional as F
 
 from lightning_dyn import SGDLyapunov
-from lightning_dyn.callbacks.compat import ConfigurationError
+from lightning_dyn import ConfigurationError
 from lightning_dyn.report import report
 from tests.contract.harness import fit
 from tests.helpers import fit_config_and_report
@@ -28,7 +28,7 @@ def _small(**kw):
 @pytest.mark.parametrize("kwargs, module, match", [
     ({}, AdamModule(), "Adam.*lr="),
     ({"probe_size": 32}, None, r"batch size \(64\) is larger than the probe set \(32"),
-    ({"max_gram_outputs": 100}, None, "64×10 outputs.*mode='hvp'"),
+    ({"max_gram_outputs": 100}, None, "64×10 outputs.*method='hvp'"),
     ({"criterion": None}, None, "criterion"),
 ])
 def test_setups_it_cannot_serve_fail_before_training(tmp_path, kwargs, module, match):

@@ -11,7 +11,7 @@ def test_importing_and_drawing_leaves_the_matplotlib_backend_and_pyplot_alone(tm
     script = (
         "import sys, matplotlib\n"
         "import lightning_dyn, lightning_dyn.report\n"
-        "from lightning_dyn.callbacks.views import add_figure, series_figure\n"
+        "from lightning_dyn.callbacks.figures import add_figure, series_figure\n"
         "from torch.utils.tensorboard import SummaryWriter\n"
         "writer = SummaryWriter(sys.argv[1])\n"
         "add_figure(writer, 'dyn/figure', series_figure([{'step': 1, 'dyn/x': 2.0}], ['dyn/x']), 1)\n"

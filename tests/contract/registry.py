@@ -11,12 +11,13 @@ Each entry gives:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Optional
 
 from torch.nn import functional as F
 
-from lightning_dyn import EdgeOfStability, GradientExplosionMonitor, HessianSharpness, JacobianSpectrum, SGDLyapunov
+from lightning_dyn import (EdgeOfStability, GradientExplosionMonitor, HessianSettings, HessianSharpness,
+                           JacobianSpectrum, SGDLyapunov)
 
 
 @dataclass
@@ -43,12 +44,28 @@ class ContractEntry:
     nan_skip_reason: str = ""
 
 
+SETTINGS = {f.name for f in fields(HessianSettings)}
+
+
+def _with_settings(cls: type, defaults: dict[str, Any]) -> Callable[..., Any]:
+    """A factory for a callback taking ``hessian=HessianSettings(...)``: the harness's overrides
+    (``loss_fn=``, ``k=``, ...) go to the settings or to the callback, wherever they belong."""
+
+    def factory(**kw: Any) -> Any:
+        merged = {**defaults, **kw}
+        settings = {k: v for k, v in merged.items() if k in SETTINGS}
+        rest = {k: v for k, v in merged.items() if k not in SETTINGS}
+        return cls(hessian=HessianSettings(**settings), **rest)
+
+    return factory
+
+
 ENTRIES = [
     ContractEntry(
         name="HessianSharpness",
-        factory=lambda **kw: HessianSharpness(**{"every_n_steps": 4, "k": 2, "probe_size": 256, "tol": 1e-6,
+        factory=_with_settings(HessianSharpness, {"every_n_steps": 4, "k": 2, "probe_size": 256, "tol": 1e-6,
                                                   "trace_every_n_steps": 8, "density_every_n_steps": 8,
-                                                  "density_runs": 2, "density_steps": 10, **kw}),
+                                                  "density_runs": 2, "density_steps": 10}),
         tags=("dyn/sharpness", "dyn/eig_1", "dyn/cost/HessianSharpness_hvps"),
         bad_kwargs=[({"every_n_steps": 0}, "every_n_steps"), ({"k": 0}, "k"), ({"tol": 0.0}, "tol"),
                     ({"mode": "test"}, "mode"), ({"cold_every": -1}, "cold_every"), ({"backend": "exact"}, "backend"),
@@ -57,7 +74,7 @@ ENTRIES = [
     ),
     ContractEntry(
         name="EdgeOfStability",
-        factory=lambda **kw: EdgeOfStability(**{"every_n_steps": 4, "probe_size": 256, "tol": 1e-6, **kw}),
+        factory=_with_settings(EdgeOfStability, {"every_n_steps": 4, "probe_size": 256, "tol": 1e-6}),
         tags=("dyn/sharpness_ratio", "dyn/eos_sharpness", "dyn/stability_threshold", "dyn/regime"),
         bad_kwargs=[({"every_n_steps": -3}, "every_n_steps"), ({"action": "explode"}, "action"),
                     ({"act_on": "below"}, "act_on"), ({"margin": 2.0}, "margin"), ({"lr_factor": 1.5}, "lr_factor")],
@@ -69,7 +86,7 @@ ENTRIES = [
                                              "batch_size": 16,
                                              "num_steps": 60, "num_lrs": 6, **kw}),
         tags=("dyn/sgd_lyapunov", "dyn/gd_lyapunov", "dyn/wme_sharpness", "dyn/probe_loss"),
-        bad_kwargs=[({"every_n_steps": 0}, "every_n_steps"), ({"mode": "exact"}, "mode"),
+        bad_kwargs=[({"every_n_steps": 0}, "every_n_steps"), ({"method": "exact"}, "method"),
                     ({"interpolation_tol": 0.0}, "interpolation_tol"), ({"lr": -1.0}, "lr"),
                     ({"num_steps": 5}, "num_steps"), ({"precision": "half"}, "precision"),
                     ({"sampling": "stratified"}, "sampling")],
@@ -81,7 +98,7 @@ ENTRIES = [
     ),
     ContractEntry(
         name="SGDLyapunov-hvp",
-        factory=lambda **kw: SGDLyapunov(**{"every_n_steps": 4, "mode": "hvp", "probe_size": 16, "batch_size": 4, "num_steps": 20,
+        factory=lambda **kw: SGDLyapunov(**{"every_n_steps": 4, "method": "hvp", "probe_size": 16, "batch_size": 4, "num_steps": 20,
                                              "num_lrs": 1, "batch_sizes": [], "hvp_directions": 4, **kw}),
         tags=("dyn/sgd_lyapunov", "dyn/gd_lyapunov", "dyn/wme_sharpness"),
         bad_kwargs=[({"batch_size": 0}, "batch_size"), ({"batch_sizes": [4, -1]}, "batch_sizes")],

@@ -18,7 +18,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from lightning_dyn.callbacks.compat import ConfigurationError
+from lightning_dyn import ConfigurationError, GradientExplosionMonitor, HessianSettings, HessianSharpness
 from tests.contract.harness import (
     HistoryRecorder,
     assert_bitwise_equal,
@@ -205,3 +205,30 @@ def test_every_argument_is_typed_documented_and_parsed_from_yaml(entry):
     cfg = parser.parse_string("callback:\n  every_n_steps: 7\n")
     callback = parser.instantiate_classes(cfg).callback
     assert isinstance(callback, cls) and callback.every_n_steps == 7
+    if "hessian" in params:  # the settings object is a nested mapping in YAML
+        cfg = parser.parse_string("callback:\n  hessian:\n    k: 3\n    backend: finite_difference\n")
+        callback = parser.instantiate_classes(cfg).callback
+        assert isinstance(callback.hessian, HessianSettings)
+        assert (callback.k, callback.backend, callback.tol) == (3, "finite_difference", HessianSettings().tol)
+
+
+# 9. One vocabulary ---------------------------------------------------------------------------------
+@entries
+def test_arguments_are_keyword_only_with_the_common_ones(entry):
+    cls = type(entry.factory())
+    params = {n: p for n, p in inspect.signature(cls.__init__).parameters.items() if n != "self"}
+    positional = [n for n, p in params.items() if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+    assert not positional, f"{cls.__name__} takes {positional} positionally"
+    with pytest.raises(TypeError):
+        cls(10)
+    assert {"every_n_steps", "at_fit_end", "seed"} <= set(params)
+    for word, meaning in (("mode", ("eval", "train")), ("action", ("none", "warn", "stop"))):
+        if word in params:
+            assert set(meaning) <= set(typing.get_args(typing.get_type_hints(cls.__init__)[word])), word
+
+
+def test_a_spelling_of_an_earlier_version_says_what_it_is_now():
+    with pytest.raises(ValueError, match="action='none'.*since lightning_dyn 1.0"):
+        GradientExplosionMonitor(action="log")
+    with pytest.raises(ValueError, match="HessianSettings"):
+        HessianSharpness(hessian={"k": 2})

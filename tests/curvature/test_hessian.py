@@ -169,3 +169,29 @@ def test_aliased_modules_and_tied_weights_are_substituted_once_and_left_untouche
 
     H = torch.autograd.functional.hessian(f, flat)
     torch.testing.assert_close(hv, H @ v, rtol=1e-10, atol=1e-12)
+
+
+def test_at_an_interpolating_minimum_the_hessian_is_the_gauss_newton_matrix():
+    """Squared loss ½·mean_i ‖f(x_i) − y_i‖² at a point where f(x_i) = y_i: the residuals vanish,
+    H = JᵀJ/n with J the (n·C)×p Jacobian of the outputs, so λ_max(H) = λ_max(JJᵀ)/n; and
+    ``nn.MSELoss()``, which also averages over the C outputs, has exactly 2/C times that Hessian."""
+    from lightning_dyn.curvature import top_eigenpairs
+
+    model = mlp(nn.Tanh, sizes=(6, 10, 3))
+    x, _ = regression_data(n=12)
+    with torch.no_grad():
+        y = model(x)  # targets the model interpolates
+    n, C = y.shape
+    params = dict(model.named_parameters())
+    J = torch.cat([j.reshape(n * C, -1) for j in torch.func.jacrev(
+        lambda p: torch.func.functional_call(model, p, (x,)))(params).values()], dim=1)
+    gauss_newton_top = float(torch.linalg.eigvalsh(J @ J.T)[-1]) / n
+
+    def half_mean(m, batch):
+        return 0.5 * ((m(batch[0]) - batch[1]) ** 2).sum(dim=1).mean()
+
+    half = top_eigenpairs(HessianOperator(model, half_mean, [(x, y)]), k=1, tol=1e-10, max_matvecs=200)
+    mse = top_eigenpairs(HessianOperator(model, lambda m, b: nn.MSELoss()(m(b[0]), b[1]), [(x, y)]),
+                         k=1, tol=1e-10, max_matvecs=200)
+    assert float(half.values[0]) == pytest.approx(gauss_newton_top, rel=1e-9)
+    assert float(mse.values[0]) == pytest.approx(2 / C * gauss_newton_top, rel=1e-9)

@@ -21,7 +21,10 @@ def test_trace_within_three_standard_errors(method):
     for seed in range(5):
         est = trace(op, 30, method=method, generator=torch.Generator().manual_seed(seed))
         assert est.num_matvecs == 30
+        # within three of its own standard errors, and that error bar itself small: 30 products on a
+        # 163-parameter Hessian give a standard error of 8–12% of the trace (measured), capped at 15%
         assert abs(est.value - exact) <= 3 * est.stderr, (est, exact)
+        assert est.stderr <= 0.15 * abs(exact), (est, exact)
 
 
 def test_hutchpp_beats_hutchinson_on_a_decaying_spectrum():
@@ -43,6 +46,7 @@ def test_density_integrates_to_one_and_mean_is_trace_over_n():
         assert abs(w.sum() - 1) < 1e-10
     mean_exact = float(torch.trace(H)) / op.size
     assert abs(dens.mean - mean_exact) <= 3 * dens.mean_stderr
+    assert dens.mean_stderr <= 0.15 * mean_exact  # 20 runs: 11% measured
     mean_from_grid = np.trapezoid(dens.grid * dens.density, dens.grid)
     assert abs(mean_from_grid - dens.mean) < 1e-3 * max(abs(dens.mean), 1e-3) + 1e-6
     assert dens.num_matvecs == 20 * 20

@@ -73,7 +73,7 @@ def test_gaussian_deep_linear_network_has_mean_one_and_variance_depth():
     x = torch.randn(2, width, dtype=torch.float64)
     result = jacobian_spectrum(model, x, k=1, num_probes=64, generator=torch.Generator().manual_seed(1))
     exact = _dense_singular_values(model, x) ** 2
-    assert abs(result.msv - float(exact.mean())) < 3 * result.msv_stderr
+    assert abs(result.msv - float(exact.mean())) < 3 * result.msv_stderr and result.msv_stderr < 0.03
     assert result.sv2_variance == pytest.approx(float(exact.var(unbiased=False)), rel=0.1)
     assert result.sigma_max ** 2 == pytest.approx(float(exact.max()), rel=1e-3)
     assert float(exact.mean()) == pytest.approx(1.0, abs=0.1)
@@ -134,7 +134,7 @@ def test_without_forward_mode_the_jvp_falls_back_to_central_differences():
     dense = torch.stack([torch.autograd.functional.jacobian(model, x[i:i + 1]).reshape(20, 12) for i in range(3)])
     want = torch.linalg.svdvals(dense).flatten().sort(descending=True).values[:2]
     torch.testing.assert_close(torch.as_tensor(result.sigma[:2], dtype=torch.float32), want, rtol=1e-4, atol=0)
-    from lightning_dyn.dynamics.jacobian_spectrum import JacobianGramOperator
+    from lightning_dyn.dynamics.input_jacobian import JacobianGramOperator
 
     op = JacobianGramOperator(model, x)
     op.jvp(torch.randn(op.size))

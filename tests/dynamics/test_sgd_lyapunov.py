@@ -100,7 +100,7 @@ def test_explicit_ntk_handles_batchnorm_in_eval_mode_and_refuses_too_large_jacob
     x = torch.randn(5, 3, dtype=torch.float64)
     ntk, _ = empirical_ntk(model, x)  # auto falls back to explicit
     assert torch.allclose(ntk, _dense_ntk(model, x), rtol=1e-10, atol=1e-12)
-    with pytest.raises(MemoryError, match="mode='hvp'"):
+    with pytest.raises(MemoryError, match="method='hvp'"):
         empirical_ntk(model, x, max_bytes=100)
     with pytest.raises(ValueError, match="structured"):
         empirical_ntk(model, x, method="structured")
@@ -138,8 +138,15 @@ def test_bad_inputs_say_what_is_wrong():
         sgd_lyapunov(model, half_mse, data, lr=1.0, batch_size=3)
     with pytest.raises(ValueError, match="lr"):
         sgd_lyapunov(model, half_mse, data, lr=-1.0, batch_size=1)
-    with pytest.raises(ValueError, match="mode"):
-        sgd_lyapunov(model, half_mse, data, lr=1.0, batch_size=1, mode="exact")
+    with pytest.raises(ValueError, match="method"):
+        sgd_lyapunov(model, half_mse, data, lr=1.0, batch_size=1, method="exact")
+    # the usual slips: the probe set in the criterion's place, a loss_fn(model, batch) passed as criterion
+    with pytest.raises(TypeError, match="probe set goes third"):
+        sgd_lyapunov(model, data, half_mse, lr=1.0, batch_size=1)
+    with pytest.raises(TypeError, match="is a loss_fn: pass it as loss_fn="):
+        sgd_lyapunov(model, lambda m, batch: half_mse(m(batch[0]), batch[1]), data, lr=1.0, batch_size=1)
+    with pytest.raises(TypeError, match="needed by method='gram'"):
+        sgd_lyapunov(model, None, data, lr=1.0, batch_size=1)
     nn.init.ones_(model.weight)
     with pytest.raises(ValueError, match="reduction='mean'"):
         sgd_lyapunov(model, lambda f, y: ((f - y) ** 2).sum(), data, lr=1.0, batch_size=1)
@@ -175,7 +182,7 @@ def test_momentum_sgd_matches_an_independent_simulation_of_its_2x2_maps(nesterov
 def test_momentum_gd_exponent_crosses_zero_at_the_optimizer_threshold(nesterov):
     """μ of (momentum) GD is negative just below η = (2+2β)/h (Nesterov: /(1+2β)) and positive just above —
     the same thresholds as ``stability_threshold``."""
-    from lightning_dyn.dynamics.sgd_lyapunov import gd_exponent, gd_threshold_lr
+    from lightning_dyn.dynamics.sgd_stability import gd_exponent, gd_threshold_lr
 
     h, beta = 3.0, 0.9
     edge = gd_threshold_lr(h, beta, nesterov)

@@ -72,7 +72,7 @@ def test_gram_and_hvp_agree_and_sgd_does_what_the_exponent_says(minimum, factor)
     model, data, eta_c = minimum
     lr = factor * eta_c
     gram = sgd_lyapunov(model, half_mse, data, lr=lr, batch_size=B, num_steps=2000, num_lrs=4)
-    hvp = sgd_lyapunov(model, half_mse, data, lr=lr, batch_size=B, mode="hvp", num_steps=1000, num_lrs=2,
+    hvp = sgd_lyapunov(model, half_mse, data, lr=lr, batch_size=B, method="hvp", num_steps=1000, num_lrs=2,
                        generator=torch.Generator().manual_seed(7))
     assert abs(gram.exponent - hvp.exponent) <= 3 * (gram.stderr**2 + hvp.stderr**2) ** 0.5, (gram, hvp)
     assert hvp.products > 0 and gram.products == 0

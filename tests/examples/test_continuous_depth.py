@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.readme import readme_numbers
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -23,19 +25,31 @@ def _load(name):
 def test_a_1d_flow_cannot_negate_and_an_augmented_one_can(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = _load("ode_embedding").main(steps=300)
+    (floor,) = readme_numbers("A 1-D `NeuralODE` stalls at MSE {n}")
+    (augmented,) = readme_numbers("one extra dimension reaches {n}")
     assert out["floor"] == pytest.approx(0.343915, abs=1e-6)  # mean(x²) on 64 points of [−1, 1]
-    assert out["ode"] >= out["floor"] - 1e-6  # the flow is increasing: it cannot beat the floor
-    assert out["augmented_ode"] < 1e-3
+    assert out["floor"] == pytest.approx(floor, abs=1e-4)
+    # the flow is increasing, so it cannot beat the floor; trained, it stalls on it (the README's "exactly")
+    assert out["floor"] - 1e-6 <= out["ode"] <= out["floor"] + 1e-4
+    assert out["augmented_ode"] == pytest.approx(augmented, rel=0.1)
     events = list((tmp_path / "runs" / "ode_embedding").rglob("events.out.tfevents.*"))
     assert len(events) == 2
 
 
 @pytest.mark.slow
-def test_dde_memory_decides_whether_x_squared_fits(tmp_path, monkeypatch):
+def test_dde_memory_table_as_in_the_readme(tmp_path, monkeypatch):
+    """The README's table, column by column, from the example as it runs by default."""
     monkeypatch.chdir(tmp_path)
-    results = _load("dde_memory").main(k_taus=(0.5, 3.0), steps=600, lr=1e-2)
-    assert results[0.5][0] >= 0.5  # K·τ = 0.5: no better than an ODE's bound
-    assert results[3.0][0] < 0.15  # K·τ = 3: it fits
+    header = readme_numbers("| K·τ | {n} | {n} | {n} | {n} | {n} |")
+    sup = readme_numbers("| sup-error | {n} | {n} | {n} | {n} | {n} |")
+    mse = readme_numbers("| MSE | {n} | {n} | {n} | {n} | {n} |")
+    results = _load("dde_memory").main(k_taus=tuple(header))
+    for k_tau, want_sup, want_mse in zip(header, sup, mse):
+        got_sup, got_mse = results[k_tau]
+        assert got_sup == pytest.approx(want_sup, abs=2e-3), k_tau  # printed to 1e-3
+        assert got_mse == pytest.approx(want_mse, rel=0.02), k_tau  # printed to 2 digits
+    assert results[0.5][0] >= 0.5 and results[1.0][0] >= 0.5  # no better than any 1-D ODE
+    assert results[3.0][0] < 0.1  # it fits
 
 
 @pytest.mark.parametrize("config", ["ode_embedding", "dde_memory"])

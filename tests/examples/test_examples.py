@@ -1,5 +1,6 @@
 """The shipped examples run as documented (shortened where they take a config)."""
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -22,8 +23,14 @@ def test_kuramoto_transition_example_writes_figure_and_events(tmp_path):
     out = _run([str(ROOT / "examples/kuramoto_transition.py"), "--config", str(config)], tmp_path)
     assert (tmp_path / "run" / "transition.png").stat().st_size > 10_000
     assert list((tmp_path / "run").glob("**/events.out.tfevents.*"))
-    rows = [line.split() for line in out.splitlines() if line.strip().startswith(("0.50", "3.00"))]
-    assert float(rows[1][1]) > 0.7 and float(rows[0][1]) < 0.1  # synchronised above K_c = 1, not below
+    rows = {float(r[0]): [float(v) for v in r[1:]] for r in (line.split() for line in out.splitlines())
+            if r and r[0] in ("0.50", "3.00")}
+    # columns: r all-to-all, its theory √(1 − K_c/K) with K_c = 2γ = 1, r on Erdős–Rényi(½), its theory
+    assert rows[3.0][1] == pytest.approx(math.sqrt(1 - 1 / 3.0), abs=1e-4)  # 0.8165
+    assert rows[3.0][0] == pytest.approx(rows[3.0][1], abs=0.005)  # N = 400 quantile frequencies: O(1/N)
+    assert rows[3.0][3] == pytest.approx(math.sqrt(1 - 1 / 1.5), abs=1e-4)  # K·p = 1.5 against K_c = 1
+    assert rows[3.0][2] == pytest.approx(rows[3.0][3], abs=0.03)  # one 200-node graph
+    assert rows[0.5][0] < 0.05 and rows[0.5][2] < 0.05  # incoherent below K_c: r = O(N^-½)
 
 
 def test_kuramoto_example_rejects_unknown_config_keys(tmp_path):

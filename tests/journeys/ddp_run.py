@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_dyn import EdgeOfStability, GradientExplosionMonitor, HessianSharpness, JacobianSpectrum, SGDLyapunov
+from lightning_dyn import EdgeOfStability, HessianSettings, GradientExplosionMonitor, HessianSharpness, JacobianSpectrum, SGDLyapunov
 from lightning_dyn.data import digits_tensors
 
 NAN_STEP, NAN_RANK = 5, 1
@@ -56,9 +56,8 @@ def dataset() -> TensorDataset:
 def callbacks() -> dict[str, pl.Callback]:
     # the measurements take the loss without the poison: a NaN of the observed run is the monitor's business
     return {
-        "sharpness": HessianSharpness(every_n_steps=4, tol=1e-6, probe_size=64, loss_fn=cross_entropy),
-        "eos": EdgeOfStability(every_n_steps=4, tol=1e-6, probe_size=64, loss_fn=cross_entropy,
-                               density_at_fit_end=False),
+        "sharpness": HessianSharpness(every_n_steps=4, hessian=HessianSettings(tol=1e-6, probe_size=64, loss_fn=cross_entropy)),
+        "eos": EdgeOfStability(every_n_steps=4, hessian=HessianSettings(tol=1e-6, probe_size=64, loss_fn=cross_entropy), density_at_fit_end=False),
         "monitor": GradientExplosionMonitor(every_n_steps=2, action="skip"),
         "jacobian": JacobianSpectrum(every_n_steps=4, probe_size=6),
         "lyapunov": SGDLyapunov(every_n_steps=4, criterion=F.cross_entropy, probe_size=64, num_steps=40, num_lrs=2,

@@ -26,7 +26,7 @@ from torch.distributed.fsdp import fully_shard
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_dyn import EdgeOfStability, GradientExplosionMonitor, HessianSharpness, JacobianSpectrum
+from lightning_dyn import EdgeOfStability, HessianSettings, GradientExplosionMonitor, HessianSharpness, JacobianSpectrum
 from lightning_dyn.data import digits_tensors
 from tests.contract.harness import seed_all
 from tests.journeys.common import Classifier, cross_entropy
@@ -68,9 +68,8 @@ def problem(name: str):
 
 def callbacks(name: str, loss_fn) -> dict[str, pl.Callback]:
     out = {
-        "sharpness": HessianSharpness(every_n_steps=EVERY, k=2, tol=1e-6, probe_size=PROBE, loss_fn=loss_fn),
-        "eos": EdgeOfStability(every_n_steps=EVERY, tol=1e-6, probe_size=PROBE, loss_fn=loss_fn,
-                               density_at_fit_end=False),
+        "sharpness": HessianSharpness(every_n_steps=EVERY, hessian=HessianSettings(k=2, tol=1e-6, probe_size=PROBE, loss_fn=loss_fn)),
+        "eos": EdgeOfStability(every_n_steps=EVERY, hessian=HessianSettings(tol=1e-6, probe_size=PROBE, loss_fn=loss_fn), density_at_fit_end=False),
         "monitor": GradientExplosionMonitor(every_n_steps=1, action="skip"),
     }
     if name == "mlp":

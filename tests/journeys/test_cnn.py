@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_dyn import (EdgeOfStability, GradientExplosionMonitor, HessianSharpness, JacobianSpectrum,
+from lightning_dyn import (EdgeOfStability, HessianSettings, GradientExplosionMonitor, HessianSharpness, JacobianSpectrum,
                            SGDLyapunov)
 from lightning_dyn.data import digits_tensors
 from tests.journeys.common import Classifier, cross_entropy, fit, reference_top_eigenvalue, training_state
@@ -48,17 +48,17 @@ def _run(callbacks: list, steps: int = 16) -> tuple[pl.Trainer, Classifier]:
 
 
 def _eos() -> EdgeOfStability:
-    return EdgeOfStability(every_n_steps=4, tol=1e-6, probe_size=64, density_at_fit_end=False)
+    return EdgeOfStability(every_n_steps=4, hessian=HessianSettings(tol=1e-6, probe_size=64), density_at_fit_end=False)
 
 
 def test_cnn_with_batchnorm_dropout_and_a_loader_generator():
     alone = _eos()
     plain = training_state(*_run([]))
     _run([alone])
-    eos, sharp = _eos(), HessianSharpness(every_n_steps=8, tol=1e-6, probe_size=64, k=2)
+    eos, sharp = _eos(), HessianSharpness(every_n_steps=8, hessian=HessianSettings(tol=1e-6, probe_size=64, k=2))
     monitor = GradientExplosionMonitor(every_n_steps=4)
     jacobian = JacobianSpectrum(every_n_steps=8, probe_size=6)
-    lyapunov = SGDLyapunov(every_n_steps=8, mode="hvp", probe_size=64, num_steps=40, num_lrs=2, batch_sizes=[],
+    lyapunov = SGDLyapunov(every_n_steps=8, method="hvp", probe_size=64, num_steps=40, num_lrs=2, batch_sizes=[],
                            hvp_directions=4)
     trainer, module = _run([eos, sharp, monitor, jacobian, lyapunov])
     torch.testing.assert_close(training_state(trainer, module), plain, rtol=0, atol=0)  # bitwise the same run
@@ -83,4 +83,4 @@ def test_a_default_probe_size_never_fails_and_an_explicit_oversize_does():
     _run([sharp], steps=4)
     assert sum(len(b[0]) for b in sharp.batches) == 160
     with pytest.raises(ConfigurationError, match=r"`probe_size` \(200\) is larger than the training set \(160"):
-        _run([HessianSharpness(every_n_steps=4, probe_size=200)], steps=4)
+        _run([HessianSharpness(every_n_steps=4, hessian=HessianSettings(probe_size=200))], steps=4)

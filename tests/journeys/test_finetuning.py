@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import BackboneFinetuning
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_dyn import EdgeOfStability, GradientExplosionMonitor, HessianSharpness
+from lightning_dyn import EdgeOfStability, HessianSettings, GradientExplosionMonitor, HessianSharpness
 from lightning_dyn.data import digits_tensors
 from tests.journeys.common import Classifier, cross_entropy, fit, reference_top_eigenvalue, training_state
 from tests.contract.harness import seed_all
@@ -38,8 +38,8 @@ def _run(callbacks: list) -> tuple[pl.Trainer, Finetuned]:
 
 def test_backbone_finetuning_is_followed_across_the_unfreeze():
     plain = training_state(*_run([]))
-    sharp = HessianSharpness(every_n_steps=2, tol=1e-6, probe_size=80)
-    eos = EdgeOfStability(every_n_steps=2, tol=1e-6, probe_size=80, density_at_fit_end=False)
+    sharp = HessianSharpness(every_n_steps=2, hessian=HessianSettings(tol=1e-6, probe_size=80))
+    eos = EdgeOfStability(every_n_steps=2, hessian=HessianSettings(tol=1e-6, probe_size=80), density_at_fit_end=False)
     monitor = GradientExplosionMonitor(every_n_steps=2)
     trainer, module = _run([sharp, eos, monitor])
     torch.testing.assert_close(training_state(trainer, module), plain, rtol=0, atol=0)

@@ -113,7 +113,7 @@ def test_strategies_we_cannot_read_are_refused_at_setup_with_the_way_out(strateg
     import lightning.pytorch.strategies as strategies
 
     from lightning_dyn import EdgeOfStability, GradientExplosionMonitor, HessianSharpness, JacobianSpectrum
-    from lightning_dyn.callbacks.compat import ConfigurationError
+    from lightning_dyn import ConfigurationError
 
     held = getattr(strategies, strategy).__new__(getattr(strategies, strategy))
     for callback in (HessianSharpness(), EdgeOfStability(), GradientExplosionMonitor(), JacobianSpectrum()):

@@ -12,7 +12,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_dyn import EdgeOfStability, GradientExplosionMonitor, HessianSharpness, JacobianSpectrum
+from lightning_dyn import EdgeOfStability, HessianSettings, GradientExplosionMonitor, HessianSharpness, JacobianSpectrum
 from tests.journeys.common import fit, reference_top_eigenvalue, training_state
 from tests.contract.harness import seed_all
 
@@ -82,8 +82,8 @@ def _run(callbacks: list) -> tuple[pl.Trainer, TinyGPT]:
 def test_gpt2_with_every_callback_is_measured_right_and_left_alone():
     plain = training_state(*_run([]))
     spy = UniqueGradientNorm()
-    eos = EdgeOfStability(every_n_steps=4, tol=1e-5, probe_size=16, density_at_fit_end=False)
-    sharp = HessianSharpness(every_n_steps=4, tol=1e-5, probe_size=16)
+    eos = EdgeOfStability(every_n_steps=4, hessian=HessianSettings(tol=1e-5, probe_size=16), density_at_fit_end=False)
+    sharp = HessianSharpness(every_n_steps=4, hessian=HessianSettings(tol=1e-5, probe_size=16))
     monitor = GradientExplosionMonitor(every_n_steps=4)
     jacobian = JacobianSpectrum(every_n_steps=6, k=1, probe_size=4, method="lanczos", num_probes=4, density_runs=0,
                                 input_fn=_embed,
@@ -151,8 +151,8 @@ def test_the_same_gpt2_compiled_is_measured_right_and_left_alone():
 
     plain = training_state(*run([]))
     spy = UniqueGradientNorm()
-    eos = EdgeOfStability(every_n_steps=4, tol=1e-5, probe_size=16, density_at_fit_end=False)
-    sharp = HessianSharpness(every_n_steps=4, tol=1e-5, probe_size=16)
+    eos = EdgeOfStability(every_n_steps=4, hessian=HessianSettings(tol=1e-5, probe_size=16), density_at_fit_end=False)
+    sharp = HessianSharpness(every_n_steps=4, hessian=HessianSettings(tol=1e-5, probe_size=16))
     monitor = GradientExplosionMonitor(every_n_steps=4)
     trainer, module = run([spy, eos, sharp, monitor])
     torch.testing.assert_close(training_state(trainer, module), plain, rtol=0, atol=0)

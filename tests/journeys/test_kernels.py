@@ -11,7 +11,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_dyn import EdgeOfStability, HessianSharpness
+from lightning_dyn import EdgeOfStability, HessianSettings, HessianSharpness
 from lightning_dyn.callbacks import ConfigurationError
 from lightning_dyn.data import digits_tensors
 from tests.journeys.common import Classifier, cross_entropy, fit, reference_top_eigenvalue, training_state
@@ -39,7 +39,7 @@ def test_a_compiled_module_is_measured_without_a_workaround_and_left_alone(backe
     # double backward runs it eagerly; central differences take the compiled first-order graph
     (trainer, module, _) = _run([], compiled=True)
     plain = training_state(trainer, module)
-    sharp = HessianSharpness(every_n_steps=4, tol=1e-6, probe_size=80, backend=backend)
+    sharp = HessianSharpness(every_n_steps=4, hessian=HessianSettings(tol=1e-6, probe_size=80, backend=backend))
     trainer, module, net = _run([sharp], compiled=True)
     torch.testing.assert_close(training_state(trainer, module), plain, rtol=0, atol=0)
     assert [h["step"] for h in sharp.history] == [4, 8]
@@ -95,7 +95,7 @@ WITHOUT_SECOND_DERIVATIVE = pytest.mark.parametrize("function, message", [
 def test_double_backward_through_an_operation_without_a_second_derivative_is_refused_at_setup(function, message):
     seed_all(0)
     module = Classifier(nn.Sequential(nn.Linear(64, 32), FirstOrderTanh(function), nn.Linear(32, 10)))
-    callback = EdgeOfStability(every_n_steps=4, backend="double_backward")
+    callback = EdgeOfStability(every_n_steps=4, hessian=HessianSettings(backend="double_backward"))
     with pytest.raises(ConfigurationError, match=message + r".*backend='finite_difference'.*`loss_fn=`"):
         fit(module, _loader(), [callback], max_steps=8)
     assert callback.history == [] and module.global_step == 0
@@ -106,7 +106,7 @@ def test_auto_measures_such_a_model_by_central_differences_and_right(function, m
     seed_all(0)
     net = nn.Sequential(nn.Linear(64, 32), FirstOrderTanh(function), nn.Linear(32, 10))
     module = Classifier(net)
-    callback = HessianSharpness(every_n_steps=4, probe_size=80, tol=1e-5)
+    callback = HessianSharpness(every_n_steps=4, hessian=HessianSettings(probe_size=80, tol=1e-5))
     with caplog.at_level("INFO"):
         trainer = fit(module, _loader(), [callback], max_steps=8)
     assert callback.product_backend == "finite_difference"
@@ -123,14 +123,14 @@ def test_piecewise_linear_activations_pass_the_setup_check():
     seed_all(0)
     module = Classifier(nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
                                       nn.MaxPool1d(2), nn.Linear(128, 10)))
-    callback = HessianSharpness(every_n_steps=4, probe_size=160)
+    callback = HessianSharpness(every_n_steps=4, hessian=HessianSettings(probe_size=160))
     fit(module, _loader(), [callback], max_steps=4)
     assert [h["step"] for h in callback.history] == [4]
 
 
 def test_early_stopping_on_a_tag_measured_less_often_than_an_epoch():
     # 4 steps an epoch, a measurement every 6: EarlyStopping checks at the end of epoch 1 (step 4)
-    eos = EdgeOfStability(every_n_steps=6, probe_size=80, density_at_fit_end=False)
+    eos = EdgeOfStability(every_n_steps=6, hessian=HessianSettings(probe_size=80), density_at_fit_end=False)
     stopper = EarlyStopping(monitor="dyn/sharpness_ratio", mode="max", patience=100)
     trainer, _, _ = _run([eos, stopper], compiled=False)
     assert trainer.global_step == 8

@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_dyn import EdgeOfStability, GradientExplosionMonitor, HessianSharpness, SGDLyapunov
+from lightning_dyn import EdgeOfStability, HessianSettings, GradientExplosionMonitor, HessianSharpness, SGDLyapunov
 from lightning_dyn.callbacks import ConfigurationError
 from lightning_dyn.data import digits_tensors
 from tests.journeys.common import cross_entropy, fit, reference_top_eigenvalue, training_state
@@ -52,7 +52,7 @@ def _run(callbacks: list) -> tuple[pl.Trainer, ManualModule]:
     return trainer, module
 
 
-@pytest.mark.parametrize("callback", [HessianSharpness(), EdgeOfStability(), SGDLyapunov(mode="hvp")],
+@pytest.mark.parametrize("callback", [HessianSharpness(), EdgeOfStability(), SGDLyapunov(method="hvp")],
                          ids=["HessianSharpness", "EdgeOfStability", "SGDLyapunov-hvp"])
 def test_the_training_step_is_refused_as_a_loss_before_training(callback):
     with pytest.raises(ConfigurationError, match="manual optimization.*Pass `loss_fn="):
@@ -62,7 +62,7 @@ def test_the_training_step_is_refused_as_a_loss_before_training(callback):
 
 def test_measured_through_loss_fn_and_left_alone():
     plain = training_state(*_run([]))
-    eos = EdgeOfStability(every_n_steps=4, tol=1e-6, probe_size=80, loss_fn=cross_entropy, density_at_fit_end=False)
+    eos = EdgeOfStability(every_n_steps=4, hessian=HessianSettings(tol=1e-6, probe_size=80, loss_fn=cross_entropy), density_at_fit_end=False)
     monitor = GradientExplosionMonitor(every_n_steps=2)
     lyapunov = SGDLyapunov(every_n_steps=4, criterion=F.cross_entropy, probe_size=80, num_steps=40, num_lrs=2,
                            batch_sizes=[])

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_dyn import EdgeOfStability, HessianSharpness
+from lightning_dyn import EdgeOfStability, HessianSettings, HessianSharpness
 from lightning_dyn.data import digits_tensors
 from tests.contract.harness import seed_all
 from tests.journeys.common import Classifier, cross_entropy, fit, reference_top_eigenvalue, training_state
@@ -28,8 +28,8 @@ def _run(callbacks: list, precision: str):
 @pytest.mark.parametrize("precision", ["bf16-mixed", "bf16-true"])
 def test_measured_in_float32_and_left_alone(precision):
     plain = training_state(*_run([], precision))
-    sharp = HessianSharpness(every_n_steps=4, tol=1e-6, probe_size=80)
-    eos = EdgeOfStability(every_n_steps=4, tol=1e-6, probe_size=80, density_at_fit_end=False)
+    sharp = HessianSharpness(every_n_steps=4, hessian=HessianSettings(tol=1e-6, probe_size=80))
+    eos = EdgeOfStability(every_n_steps=4, hessian=HessianSettings(tol=1e-6, probe_size=80), density_at_fit_end=False)
     trainer, module = _run([sharp, eos], precision)
     torch.testing.assert_close(training_state(trainer, module), plain, rtol=0, atol=0)
     weights = next(module.parameters()).dtype

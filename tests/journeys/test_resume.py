@@ -9,7 +9,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_dyn import EdgeOfStability, GradientExplosionMonitor, HessianSharpness
+from lightning_dyn import EdgeOfStability, HessianSettings, GradientExplosionMonitor, HessianSharpness
 from lightning_dyn.data import digits_tensors
 from tests.journeys.common import Classifier
 from tests.contract.harness import seed_all
@@ -17,8 +17,8 @@ from tests.contract.harness import seed_all
 
 def _callbacks():
     return [GradientExplosionMonitor(every_n_steps=4),
-            HessianSharpness(every_n_steps=4, probe_size=80, cold_every=None),
-            EdgeOfStability(every_n_steps=4, probe_size=80, density_at_fit_end=False)]
+            HessianSharpness(every_n_steps=4, hessian=HessianSettings(probe_size=80, cold_every=None)),
+            EdgeOfStability(every_n_steps=4, hessian=HessianSettings(probe_size=80), density_at_fit_end=False)]
 
 
 def _fit(callbacks, root, *, ckpt_path=None, extra=()):

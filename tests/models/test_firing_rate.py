@@ -4,7 +4,8 @@ import pytest
 import scipy.optimize
 import torch
 
-from lightning_dyn.models import FiringRateNetwork, sample_graphon, small_world
+from lightning_dyn.ensembles import sample_graphon, small_world
+from lightning_dyn.models import FiringRateNetwork
 
 
 def test_all_to_all_fixed_point_solves_u_equals_gain_tanh_u():
@@ -24,7 +25,7 @@ def test_graph_and_all_to_all_forms_agree_on_the_complete_graph():
     full = torch.ones(n, n, dtype=torch.float64)
     t = torch.tensor(0.0)
     torch.testing.assert_close(FiringRateNetwork(n)(t, u), FiringRateNetwork(n, full)(t, u), rtol=0, atol=1e-12)
-    W = sample_graphon(small_world(0.9, 0.1, 0.1), n, mode="deterministic")
+    W = sample_graphon(small_world(0.9, 0.1, 0.1), n, sampling="deterministic")
     expected = -u + W @ torch.tanh(u) / n
     torch.testing.assert_close(FiringRateNetwork(n, W)(t, u), expected, rtol=0, atol=1e-12)
     with pytest.raises(ValueError, match="square"):

@@ -6,18 +6,9 @@ import pytest
 import torch
 
 from lightning_dyn.dynamics import critical_coupling, lorentzian_order_parameter
-from lightning_dyn.models import (
-    GraphCoupling,
-    KuramotoNetwork,
-    erdos_renyi,
-    erdos_renyi_sparse,
-    graphon_top_eigenvalue,
-    natural_frequencies,
-    order_parameter,
-    sample_graphon,
-    small_world,
-    time_averaged_order_parameter,
-)
+from lightning_dyn.ensembles import (erdos_renyi, erdos_renyi_sparse, graphon_top_eigenvalue, natural_frequencies,
+                                     sample_graphon, small_world)
+from lightning_dyn.models import GraphCoupling, KuramotoNetwork, order_parameter, time_averaged_order_parameter
 
 
 def _time_averaged_r(net, n, t_end, step):
@@ -106,8 +97,8 @@ def test_frequencies_are_the_laws_quantiles():
     assert float((w.abs() < 0.5).double().mean()) == pytest.approx(0.5, abs=2e-3)  # P(|ω| < γ) = 1/2
     gauss = natural_frequencies(20000, "gaussian", 2.0)
     assert float(gauss.std()) == pytest.approx(2.0, rel=5e-3)
-    drawn = natural_frequencies(100, "gaussian", 1.0, mode="random", generator=torch.Generator().manual_seed(3))
-    assert torch.equal(drawn, natural_frequencies(100, "gaussian", 1.0, mode="random",
+    drawn = natural_frequencies(100, "gaussian", 1.0, sampling="random", generator=torch.Generator().manual_seed(3))
+    assert torch.equal(drawn, natural_frequencies(100, "gaussian", 1.0, sampling="random",
                                                   generator=torch.Generator().manual_seed(3)))
 
 
@@ -116,7 +107,7 @@ def test_graph_sampling():
     A = sample_graphon(erdos_renyi(0.2), 1000, generator=g)
     assert torch.equal(A, A.T) and float(A.diagonal().abs().sum()) == 0
     assert float(A.sum() / (1000 * 999)) == pytest.approx(0.2, abs=0.005)
-    W = sample_graphon(small_world(0.8, 0.1, 0.2), 10, mode="deterministic")
+    W = sample_graphon(small_world(0.8, 0.1, 0.2), 10, sampling="deterministic")
     assert float(W[0, 1]) == 0.8 and float(W[0, 5]) == 0.1
     S = erdos_renyi_sparse(5000, 20.0, generator=g)
     degrees = S.to_dense().sum(1)

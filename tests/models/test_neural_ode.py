@@ -133,3 +133,32 @@ def test_backwards_in_time_inverts_the_flow():
     forward = NeuralODE(Decay(), solver="dopri5", rtol=1e-10, atol=1e-12)
     backward = NeuralODE(Decay(), t_span=(1.0, 0.0), solver="dopri5", rtol=1e-10, atol=1e-12)
     assert backward(forward(ONE)).item() == pytest.approx(1.0, abs=1e-8)
+
+
+def test_a_scalar_flow_cannot_fit_x_squared_to_better_than_one_half():
+    """A 1-D flow is increasing, so g(−1) ≤ g(0) while x² is 1 and 0 there: sup |g − x²| ≥ ½ on
+    [−1, 1], however it is trained (Dupont et al. 2019). One augmented dimension removes the bound."""
+    from lightning_dyn.data import map_tensors
+
+    x, y = map_tensors("square", 33)  # holds −1, 0 and 1
+    x, y = x.double(), y.double()
+    errors = {}
+    for name, augment in (("ode", None), ("augmented", 1)):
+        torch.manual_seed(0)
+        dim = 1 if augment is None else 2
+        field = nn.Sequential(nn.Linear(dim, 32), nn.Tanh(), nn.Linear(32, dim)).double()
+        layer = (NeuralODE(field, solver="rk4", step_size=0.1) if augment is None else
+                 AugmentedNeuralODE(field, augment_dims=1, solver="rk4", step_size=0.1,
+                                    readout=nn.Linear(2, 1).double()))
+        opt = torch.optim.Adam(layer.parameters(), lr=2e-2)
+        for _ in range(300):
+            opt.zero_grad()
+            ((layer(x) - y) ** 2).mean().backward()
+            opt.step()
+        with torch.no_grad():
+            out = layer(x)
+        errors[name] = float((out - y).abs().max())
+        if augment is None:
+            assert bool((out[1:] >= out[:-1]).all())  # increasing, as every scalar flow
+    assert 0.5 <= errors["ode"] < 0.75  # at the bound's reach, never below it
+    assert errors["augmented"] < 0.4

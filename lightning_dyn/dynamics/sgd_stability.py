@@ -11,7 +11,7 @@ decides: ``λ < 0`` — SGD converges to the manifold near this minimum (with po
 
 - GD's exponent ``μ = log max_{h ∈ spec(H|N)} |1 − ηh|`` (stable iff ``μ < 0``, i.e. ``η < 2/h_max``);
   with momentum, the log spectral radius of the heavy-ball (Nesterov) map, and SGD itself is
-  simulated with its momentum buffer (:class:`~lightning_dyn.dynamics.linearised_sgd.MomentumSGD`);
+  simulated with its momentum buffer (``lightning_dyn.dynamics.linearised_sgd.MomentumSGD``);
 - the mean-square (linear-stability) analysis of Wu, Ma & E (NeurIPS 2018): sharpness
   ``a = λ_max(H)``, non-uniformity ``s = λ_max(Σ)^{1/2}`` with ``Σ = (1/n) Σ_i H_i² − H²``, and the
   verdict ``λ_max{(I − ηH)² + η² (n−B)/(B(n−1)) Σ} ≤ 1`` — sufficient for ``λ < 0``, not necessary
@@ -33,13 +33,13 @@ import torch
 from torch import nn
 
 from ..curvature import HessianOperator, MatrixFreeOperator, top_eigenpairs
-from ..curvature._random import private_generator
+from ..sampling import private_generator
 from ..curvature.context import measurement_context
 from .linearised_sgd import Criterion, MomentumSGD, NormalSpaceSGD, ParameterSpaceSGD, Sampling, batches
 from .lyapunov import lyapunov_spectrum
 from .ntk import MAX_JACOBIAN_BYTES
 
-Mode = Literal["gram", "hvp"]
+Method = Literal["gram", "hvp"]
 #: systems up to this dimension get exact dense eigenvalues instead of Lanczos
 DENSE_LIMIT = 64
 Linearisation = Union[NormalSpaceSGD, ParameterSpaceSGD, MomentumSGD]
@@ -61,7 +61,7 @@ class SGDStability:
 
     Attributes:
         exponent, stderr: λ at (``lr``, ``batch_size``) and its standard error.
-        gd_exponent: μ = log max |1 − η h| over the normal-space curvatures.
+        gd_exponent: μ = log max ``|1 − η h|`` over the normal-space curvatures.
         sharpness, nonuniformity: Wu–Ma–E's ``a`` and ``s`` (``nonuniformity`` in ``"gram"`` only).
         mean_square: ``λ_max{(I−ηH)² + η²(n−B)/(B(n−1)) Σ}``; mean-square stable iff ≤ 1 (``"gram"`` only).
         critical_lr: the smallest η at which λ crosses 0 for this B (NaN if no crossing on the grid).
@@ -83,7 +83,7 @@ class SGDStability:
     loss: float
     near_interpolation: bool
     dim: int
-    mode: str
+    method: str
     sampling: str
     num_steps: int
     products: int
@@ -91,7 +91,7 @@ class SGDStability:
 
     @property
     def stable(self) -> bool:
-        """λ < 0: the minimum is stable for SGD at this (η, B)."""
+        """Whether λ < 0, i.e. the minimum is stable for SGD at this (η, B)."""
         return self.exponent < 0
 
     @property
@@ -172,14 +172,50 @@ def _hvp_linearisation(model: nn.Module, loss_fn: Callable[[nn.Module, Any], tor
     return ParameterSpaceSGD(model, loss_fn, data, basis), values, float(op.loss().detach())
 
 
+def _check_loss_arguments(model: nn.Module, criterion: Any, data: Any, loss_fn: Any, method: str) -> None:
+    """Name the argument when ``criterion``, ``data`` and ``loss_fn`` are mixed up (the usual slip:
+    a ``loss_fn(model, batch)`` passed where ``criterion(outputs, targets)`` goes)."""
+    if criterion is not None and not callable(criterion):
+        raise TypeError(f"criterion must be callable as criterion(outputs, targets), got {type(criterion).__name__}"
+                        + (" — the probe set goes third: sgd_lyapunov(model, criterion, (inputs, targets), ...)"
+                           if isinstance(criterion, (tuple, list, torch.Tensor)) else ""))
+    if not (isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data)):
+        raise TypeError(f"data must be the probe set (inputs, targets) as two tensors, got {type(data).__name__}"
+                        + (" — is it in the criterion's place?" if callable(data) else ""))
+    if data[0].shape[0] != data[1].shape[0]:
+        raise ValueError(f"data: inputs and targets hold {data[0].shape[0]} and {data[1].shape[0]} samples")
+    if loss_fn is not None and not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable as loss_fn(model, batch), got {type(loss_fn).__name__}")
+    if criterion is None and (method == "gram" or loss_fn is None):
+        raise TypeError("criterion(outputs, targets) is needed" + (" by method='gram'" if method == "gram" else
+                                                                   " (or pass loss_fn(model, batch))"))
+
+
+def _check_criterion_call(model: nn.Module, criterion: Optional[Criterion], data: Any) -> None:
+    """``criterion(model(x), y)`` on two probe samples is a scalar (run inside the measurement context)."""
+    if criterion is None:
+        return
+    x, y = data[0][:2], data[1][:2]
+    with torch.no_grad():
+        try:
+            value = criterion(model(x), y)
+        except (TypeError, AttributeError) as err:
+            raise TypeError(f"criterion(outputs, targets) failed on two probe samples ({err}). criterion takes the "
+                            "model's outputs and the targets, as nn.MSELoss() or F.cross_entropy do; a function of "
+                            "(model, batch) is a loss_fn: pass it as loss_fn=..., with method='hvp'") from err
+    if not (isinstance(value, torch.Tensor) and value.numel() == 1):
+        raise TypeError(f"criterion(outputs, targets) must return the mean loss as a scalar tensor, got "
+                        f"{type(value).__name__}{tuple(value.shape) if isinstance(value, torch.Tensor) else ''}")
+
+
 def sgd_lyapunov(
     model: nn.Module,
-    criterion: Criterion,
+    criterion: Optional[Criterion],
     data: tuple[torch.Tensor, torch.Tensor],
     *,
     lr: float,
     batch_size: int,
-    mode: Mode = "gram",
+    method: Method = "gram",
     momentum: float = 0.0,
     nesterov: bool = False,
     loss_fn: Optional[Callable[[nn.Module, Any], torch.Tensor]] = None,
@@ -205,17 +241,18 @@ def sgd_lyapunov(
         model: the network ``f``; ``model(inputs)`` gives the outputs. Evaluated in eval mode
             (Dropout off, BatchNorm running statistics) with global RNG streams untouched.
         criterion: ``criterion(outputs, targets)``, the *mean* loss of a batch (e.g.
-            ``nn.MSELoss()``, ``F.cross_entropy``); checked on two samples.
+            ``nn.MSELoss()``, ``F.cross_entropy``); checked on two samples. May be ``None`` with
+            ``method="hvp"`` and a ``loss_fn``.
         data: the probe set ``(inputs, targets)`` — the samples SGD draws its batches from.
         lr, batch_size: the (η, B) to judge.
-        mode: ``"gram"`` (normal-space form from the NTK and the loss's output Hessians: exact at
+        method: ``"gram"`` (normal-space form from the NTK and the loss's output Hessians: exact at
             interpolation, cheap per step, needs a loss convex in the outputs) or ``"hvp"``
             (mini-batch Hessian-vector products in parameter space projected on the full-batch
             Hessian's top ``hvp_directions`` eigenvectors above ``hvp_cutoff``·top: any
             twice-differentiable ``loss_fn``; ``k·(num_lrs+1)`` products per simulated step).
         momentum, nesterov: SGD's momentum β (PyTorch's convention, no dampening) and Nesterov flag:
             the system simulated is then the ``2r``-dimensional heavy-ball (or Nesterov)
-            linearisation (:class:`MomentumSGD`); Wu–Ma–E's analysis is for plain SGD and is skipped.
+            linearisation (``MomentumSGD``); Wu–Ma–E's analysis is for plain SGD and is skipped.
         loss_fn: ``loss_fn(model, batch)`` for ``"hvp"`` (default: ``criterion(model(x), y)``).
         sampling: ``"reshuffle"`` (a permutation per epoch, as a shuffling DataLoader) or ``"iid"``.
         drop_last: drop the last, smaller batch of an epoch (``"reshuffle"``).
@@ -229,7 +266,7 @@ def sgd_lyapunov(
         interpolation_tol: probe loss below which the point counts as interpolating.
         generator: private generator (batches, start vectors, Lanczos).
         dtype: precision of the simulation.
-        hvp_directions, hvp_cutoff: the ``"hvp"`` projection (see ``mode``).
+        hvp_directions, hvp_cutoff: the ``"hvp"`` projection (see ``method``).
         ntk_method, max_jacobian_bytes: how the NTK is built (:func:`empirical_ntk`).
         seed: seed of the private RNG used while evaluating the model.
 
@@ -237,8 +274,9 @@ def sgd_lyapunov(
         :class:`SGDStability`. Far from interpolation (loss > ``interpolation_tol``) the numbers
         describe the linearisation at the current point and ``near_interpolation`` is False.
     """
-    if mode not in ("gram", "hvp"):
-        raise ValueError(f"mode must be 'gram' or 'hvp', got {mode!r}")
+    if method not in ("gram", "hvp"):
+        raise ValueError(f"method must be 'gram' or 'hvp', got {method!r}")
+    _check_loss_arguments(model, criterion, data, loss_fn, method)
     if not 0 <= momentum < 1:
         raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
     if sampling not in ("reshuffle", "iid"):
@@ -253,7 +291,8 @@ def sgd_lyapunov(
             raise ValueError(f"batch_size {b!r} must be an integer between 1 and the probe set size ({n})")
     generator = private_generator(generator, seed)
     with measurement_context(model, train=False, seed=seed), torch.enable_grad():
-        if mode == "gram":
+        _check_criterion_call(model, criterion, data)
+        if method == "gram":
             lin, loss_t = NormalSpaceSGD.from_model(model, criterion, inputs, targets, method=ntk_method,
                                                    max_bytes=max_jacobian_bytes, dtype=dtype)
             loss = float(loss_t)
@@ -294,7 +333,7 @@ def sgd_lyapunov(
         lr=float(lr), batch_size=batch_size, exponent=here[0], stderr=here[1], gd_exponent=gd,
         sharpness=sharpness, nonuniformity=nonuniformity, mean_square=mean_square,
         critical_lr=crit, loss=loss, near_interpolation=loss <= interpolation_tol,
-        dim=lin.dim, mode=mode, sampling=sampling, num_steps=num_steps, products=lin.products,
+        dim=lin.dim, method=method, sampling=sampling, num_steps=num_steps, products=lin.products,
         diagram=StabilityDiagram(lrs=grid.tolist(), batch_sizes=sizes, exponents=rows, stderr=errs),
     )
 

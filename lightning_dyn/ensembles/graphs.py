@@ -40,8 +40,8 @@ def small_world(p: float, q: float, radius: float) -> Graphon:
     return W
 
 
-def _positions(n: int, mode: str, generator: torch.Generator) -> torch.Tensor:
-    if mode == "deterministic":
+def _positions(n: int, placement: str, generator: torch.Generator) -> torch.Tensor:
+    if placement == "grid":
         return (torch.arange(n, dtype=torch.float64) + 0.5) / n
     return torch.rand(n, generator=generator, dtype=torch.float64)
 
@@ -50,7 +50,7 @@ def sample_graphon(
     W: Graphon,
     num_nodes: int,
     *,
-    mode: Literal["deterministic", "random"] = "random",
+    sampling: Literal["deterministic", "random"] = "random",
     directed: bool = False,
     positions: Literal["grid", "uniform"] = "grid",
     sparse: bool = False,
@@ -62,22 +62,22 @@ def sample_graphon(
     Args:
         W: the graphon.
         num_nodes: ``N`` (≥ 2).
-        mode: ``"deterministic"`` (weights ``W(x_i, x_j)``) or ``"random"`` (``Bernoulli``).
-        directed: sample ``A_ij`` and ``A_ji`` independently (random mode).
+        sampling: ``"deterministic"`` (weights ``W(x_i, x_j)``) or ``"random"`` (``Bernoulli``).
+        directed: sample ``A_ij`` and ``A_ji`` independently (``sampling="random"``).
         positions: ``x_i`` on the midpoint grid or uniform at random.
         sparse: return a ``torch.sparse_csr`` matrix (memory O(edges) once built).
         generator: private generator (default: seed 0).
     """
     if not isinstance(num_nodes, int) or num_nodes < 2:
         raise ValueError(f"num_nodes must be an integer >= 2, got {num_nodes!r}")
-    if mode not in ("deterministic", "random"):
-        raise ValueError(f"mode must be 'deterministic' or 'random', got {mode!r}")
+    if sampling not in ("deterministic", "random"):
+        raise ValueError(f"sampling must be 'deterministic' or 'random', got {sampling!r}")
     g = generator if generator is not None else torch.Generator().manual_seed(0)
-    x = _positions(num_nodes, "deterministic" if positions == "grid" else "uniform", g)
+    x = _positions(num_nodes, positions, g)
     weights = W(x[:, None], x[None, :]).to(torch.float64)
     if weights.shape != (num_nodes, num_nodes):
         raise ValueError(f"the graphon must broadcast to (N, N), got shape {tuple(weights.shape)}")
-    if mode == "random":
+    if sampling == "random":
         if weights.min() < 0 or weights.max() > 1 or not torch.isfinite(weights).all():
             raise ValueError("a graphon sampled as Bernoulli probabilities must take values in [0, 1]")
         A = (torch.rand(weights.shape, generator=g, dtype=torch.float64) < weights).to(torch.float64)

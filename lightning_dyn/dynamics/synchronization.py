@@ -14,8 +14,8 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-from ..models.frequencies import FrequencyLaw, density_at_center
-from ..models.graphs import Graphon, graphon_top_eigenvalue
+from ..ensembles.frequencies import FrequencyLaw, density_at_center
+from ..ensembles.graphs import Graphon, graphon_top_eigenvalue
 
 
 def critical_coupling(law: FrequencyLaw = "lorentzian", scale: float = 0.5, graphon: Optional[Graphon] = None,

@@ -5,7 +5,7 @@ For a model ``f`` and probe inputs ``x_1 … x_B`` the per-sample Jacobians ``J_
 mode) and one VJP (reverse mode) for the whole batch. From it:
 
 - the top singular values ``σ_1 ≥ … ≥ σ_k`` over all probe inputs, by Lanczos on ``JᵀJ`` (the
-  curvature engine's :func:`top_eigenpairs`, warm-startable);
+  curvature engine's :func:`~lightning_dyn.curvature.top_eigenpairs`, warm-startable);
 - the mean squared singular value ``⟨σ²⟩ = tr(JᵀJ)/(B n)``, ``n = min(d_in, d_out)``, by Hutchinson:
   ``tr(JᵀJ) = E‖Jv‖²`` for Rademacher ``v``; and with the same probes the second moment
   ``⟨σ⁴⟩ = tr((JᵀJ)²)/(B n) = E‖JᵀJv‖²/(B n)``, hence the variance ``⟨σ⁴⟩ − ⟨σ²⟩²``.
@@ -31,7 +31,7 @@ from typing import Callable, Literal, Optional, Union
 import torch
 from torch import nn
 
-from ..curvature._random import private_generator, random_vectors
+from ..sampling import private_generator, random_vectors
 from ..curvature.eigen import EigenResult, top_eigenpairs
 from ..curvature.context import measurement_context, twice_differentiable_kernels
 from ..curvature.finite_difference import central_difference, difference_step
@@ -151,7 +151,7 @@ def jacobian_spectrum(
         k: number of top singular values.
         method: ``"lanczos"`` (Lanczos + Hutchinson), ``"dense"`` (exact Jacobians), or ``"auto"``:
             dense when ``min(d_in, d_out) ≤ DENSE_LIMIT`` (64).
-        tol: relative accuracy of ``σ_i²`` (Lanczos stopping rule of :func:`top_eigenpairs`).
+        tol: relative accuracy of ``σ_i²`` (Lanczos stopping rule of :func:`~lightning_dyn.curvature.top_eigenpairs`).
         max_matvecs: cap on Lanczos steps (each one JVP and one VJP).
         num_probes: Hutchinson probes for ``⟨σ²⟩`` and ``⟨σ⁴⟩`` (≥ 2, for the standard error).
         init: a previous result's ``eigen`` to warm-start Lanczos.

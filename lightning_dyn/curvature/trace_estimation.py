@@ -18,7 +18,7 @@ from typing import Literal, Optional
 
 import torch
 
-from ._random import Distribution, private_generator
+from ..sampling import Distribution, private_generator
 from .operator import CurvatureOperator
 
 

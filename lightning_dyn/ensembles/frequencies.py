@@ -1,8 +1,8 @@
 """Natural frequencies for oscillator networks: Lorentzian (Cauchy) and Gaussian laws.
 
-``mode="quantile"`` places ``ω_i = F⁻¹((i − ½)/N)``, the midpoint quantiles of the law
+``sampling="quantile"`` places ``ω_i = F⁻¹((i − ½)/N)``, the midpoint quantiles of the law
 (deterministic, reproducible, and without the sampling noise that blurs a finite-N
-synchronisation transition); ``mode="random"`` draws i.i.d. from a private generator.
+synchronisation transition); ``sampling="random"`` draws i.i.d. from a private generator.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def natural_frequencies(
     scale: float = 0.5,
     *,
     center: float = 0.0,
-    mode: Literal["quantile", "random"] = "quantile",
+    sampling: Literal["quantile", "random"] = "quantile",
     generator: Optional[torch.Generator] = None,
     dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
@@ -32,18 +32,18 @@ def natural_frequencies(
         law: ``"lorentzian"`` (density ``γ/(π(ω²+γ²))``, ``scale`` = half-width ``γ``) or
             ``"gaussian"`` (``scale`` = standard deviation ``σ``).
         center: the law's center.
-        mode: ``"quantile"`` (deterministic midpoint quantiles) or ``"random"``.
-        generator: private generator for ``mode="random"`` (default: seed 0).
+        sampling: ``"quantile"`` (deterministic midpoint quantiles) or ``"random"``.
+        generator: private generator for ``sampling="random"`` (default: seed 0).
     """
     if not isinstance(num_nodes, int) or num_nodes < 2:
         raise ValueError(f"num_nodes must be an integer >= 2, got {num_nodes!r}")
     if law not in ("lorentzian", "gaussian"):
         raise ValueError(f"law must be 'lorentzian' or 'gaussian', got {law!r}")
-    if mode not in ("quantile", "random"):
-        raise ValueError(f"mode must be 'quantile' or 'random', got {mode!r}")
+    if sampling not in ("quantile", "random"):
+        raise ValueError(f"sampling must be 'quantile' or 'random', got {sampling!r}")
     if not scale > 0:
         raise ValueError(f"scale must be positive, got {scale!r}")
-    if mode == "quantile":
+    if sampling == "quantile":
         u = (torch.arange(num_nodes, dtype=torch.float64) + 0.5) / num_nodes
     else:
         g = generator if generator is not None else torch.Generator().manual_seed(0)
