@@ -6,8 +6,9 @@ import lightning_dyn
 
 project = "lightning_dyn"
 author = "the lightning_dyn developers"
+copyright = "2026, the lightning_dyn developers"
 release = version = lightning_dyn.__version__
-extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.mathjax"]
+extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon"]
 exclude_patterns = ["_build"]
 autodoc_member_order = "bysource"
 autodoc_typehints = "none"
