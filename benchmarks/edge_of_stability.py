@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lightning_dyn import EdgeOfStability  # noqa: E402
-from lightning_dyn.callbacks.probe import training_step_loss  # noqa: E402
+from lightning_dyn.callbacks import training_step_loss  # noqa: E402
 from lightning_dyn.curvature import HessianOperator  # noqa: E402
 from lightning_dyn.data import DigitsDataModule  # noqa: E402
 from lightning_dyn.models import SquaredLossMLP  # noqa: E402

@@ -9,7 +9,7 @@ and y(1) by 0: K·τ ≥ 3 suffices. The sweep below (τ = 1, 1500 Adam steps ea
 measures the sup-error for each K·τ; results are logged to TensorBoard per K.
 
     python examples/dde_memory.py                 # 95 s on 2 CPU cores
-    tensorboard --logdir runs/dde_memory
+    python -m tensorboard.main --logdir runs/dde_memory
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ Part 2. At the edge of chaos with one corrupted sample (a NaN pixel) in the data
 goes on; with ``action="none"`` the NaN gets in and every later step is NaN.
 
     python examples/gradient_explosion.py        # 14 s on 2 CPU cores
-    tensorboard --logdir runs/gradient_explosion # layout "gradients", depth profile, σ² histogram
+    python -m tensorboard.main --logdir runs/gradient_explosion   # custom scalars "gradients", depth profile, σ² histogram
 """
 
 from __future__ import annotations

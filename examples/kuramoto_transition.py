@@ -6,12 +6,13 @@ run and drawn beside the mean-field prediction r = √(1 − K_c/K), K_c = 2γ/�
 Writes a PNG and TensorBoard scalars and figure; prints the table. 22 s on 2 CPU cores with configs/kuramoto_transition.yaml.
 
     python examples/kuramoto_transition.py [--config configs/kuramoto_transition.yaml]
-    tensorboard --logdir runs/kuramoto_transition
+    python -m tensorboard.main --logdir runs/kuramoto_transition
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -87,7 +88,7 @@ def main() -> None:
     fig.savefig(out / "transition.png", dpi=120)
     writer.add_figure("kuramoto/transition", fig)
     writer.close()
-    print(f"\nfigure: {out / 'transition.png'}\nTensorBoard: tensorboard --logdir {out}")
+    print(f"\nfigure: {out / 'transition.png'}\nTensorBoard: {sys.executable} -m tensorboard.main --logdir {out}")
 
 
 if __name__ == "__main__":

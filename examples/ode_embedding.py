@@ -7,7 +7,7 @@ al. 2019). Both are trained with Adam for 300 steps; the solver's function
 evaluations and steps are logged to TensorBoard next to the loss (``solver/*``).
 
     python examples/ode_embedding.py              # 17 s on 2 CPU cores
-    tensorboard --logdir runs/ode_embedding
+    python -m tensorboard.main --logdir runs/ode_embedding
 """
 
 from __future__ import annotations

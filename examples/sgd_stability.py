@@ -8,7 +8,7 @@ measures once the loss falls below ``interpolation_tol`` and at the end: the top
 minimum (nudged by 1e-6) at 0.8·η_c and 1.25·η_c: below, it stays; above, it is thrown off.
 
     python examples/sgd_stability.py            # 20 s on 2 CPU cores
-    tensorboard --logdir runs/sgd_stability     # scalars dyn/*, figure dyn/stability_diagram
+    python -m tensorboard.main --logdir runs/sgd_stability     # scalars dyn/*, figure dyn/stability_diagram
     lightning-dyn report runs/sgd_stability     # the same diagram as a PNG
 """
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -35,9 +36,9 @@ def demo(argv: Sequence[str]) -> str:
     parser.add_argument("--out", default="runs/demo", help="TensorBoard log directory")
     args = parser.parse_args(argv)
     eos = EdgeOfStability(every_n_steps=args.every)
-    logger = TensorBoardLogger(args.out, name="edge_of_stability")
+    logger = TensorBoardLogger(args.out, name="edge_of_stability", default_hp_metric=False)
     trainer = pl.Trainer(max_steps=args.steps, callbacks=[eos], logger=logger, log_every_n_steps=1,
-                         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False,
+                         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=True,
                          accelerator="auto", devices=1)
     print(f"training a tanh MLP 64-200-200-10 on 1000 sklearn digits, full-batch GD at eta={args.lr} "
           f"for {args.steps} steps; stability threshold 2/eta = {2 / args.lr:g}")
@@ -50,18 +51,42 @@ def demo(argv: Sequence[str]) -> str:
     print(f"\n{text}")
     print(f"\n{len(eos.history)} measurements, {eos.total_hvps} Hessian-vector products, "
           f"{eos.total_seconds:.1f} s of {seconds:.1f} s")
-    print(f"TensorBoard logs: {logger.log_dir}\n  open them with: tensorboard --logdir {args.out}")
+    print(f"TensorBoard logs: {logger.log_dir}\n  open them with: {tensorboard_command(args.out)}")
     for p in paths:
         print(f"figure: {p}")
     return text
 
 
+USAGE = """usage: lightning-dyn COMMAND [ARGS]
+
+commands:
+  demo      the edge of stability, live: full-batch GD on sklearn digits with EdgeOfStability (~1 min on 2 CPU cores)
+  fit       train from a LightningCLI config: lightning-dyn fit --config configs/edge_of_stability.yaml
+  report    PNG figures and a plain-language summary of a run: lightning-dyn report RUN_DIR
+  validate, test, predict
+            LightningCLI's other subcommands, as `lightning-dyn fit`
+
+`lightning-dyn COMMAND --help` describes a command's options.
+"""
+
+
+def tensorboard_command(log_dir: str | Path) -> str:
+    """A command that opens TensorBoard on ``log_dir`` from the interpreter running us (works from a
+    virtual environment that is not on the PATH)."""
+    return f"{Path(sys.executable).as_posix()} -m tensorboard.main --logdir {Path(log_dir).as_posix()}"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
+    # Lightning's own deprecation notice about torch's pytree API: nothing a user of this CLI can act on
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "demo":
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return
+    if argv[0] == "demo":
         demo(argv[1:])
         return
-    if argv and argv[0] == "report":
+    if argv[0] == "report":
         parser = argparse.ArgumentParser(prog="lightning-dyn report", description="Figures and a summary of a run.")
         parser.add_argument("run_dir")
         parser.add_argument("--out", default=None, help="where to write the PNGs (default: RUN_DIR)")
@@ -70,16 +95,42 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
         report(args.run_dir, args.out)
         return
+    if argv[0] not in ("fit", "validate", "test", "predict") and not argv[0].startswith("-"):
+        print(f"lightning-dyn: unknown command {argv[0]!r}\n\n{USAGE}", file=sys.stderr)
+        raise SystemExit(2)
+    cli = _lightning_cli(argv)
+    if argv[0] == "fit" and cli is not None:
+        _after_fit(cli.trainer)
+
+
+def _lightning_cli(argv: list[str]):
     from lightning.pytorch.cli import LightningCLI
 
     from .data import DigitsDataModule
     from .models import SquaredLossMLP
 
-    if _names_its_classes(argv):  # e.g. configs/ode_embedding.yaml: any LightningModule / DataModule
-        LightningCLI(args=argv, subclass_mode_model=True, subclass_mode_data=True,
-                     save_config_kwargs={"overwrite": True})
-    else:  # the digits configs: SquaredLossMLP on DigitsDataModule, arguments given directly
-        LightningCLI(SquaredLossMLP, DigitsDataModule, args=argv, save_config_kwargs={"overwrite": True})
+    # LightningCLI parses sys.argv itself (passing args= makes it warn that it is meant for Python use)
+    saved, sys.argv = sys.argv, ["lightning-dyn", *argv]
+    try:
+        if _names_its_classes(argv):  # e.g. configs/ode_embedding.yaml: any LightningModule / DataModule
+            return LightningCLI(subclass_mode_model=True, subclass_mode_data=True,
+                                save_config_kwargs={"overwrite": True})
+        # the digits configs: SquaredLossMLP on DigitsDataModule, arguments given directly
+        return LightningCLI(SquaredLossMLP, DigitsDataModule, save_config_kwargs={"overwrite": True})
+    finally:
+        sys.argv = saved
+
+
+def _after_fit(trainer) -> None:
+    """What ``demo`` ends with: the summary of every callback's story, and where the logs are."""
+    from .report import run_summary
+
+    log_dir = getattr(trainer, "log_dir", None)
+    if trainer.global_rank != 0 or not log_dir or not list(Path(log_dir).rglob("events.out.tfevents.*")):
+        return
+    print(f"\n{run_summary(read_scalars(log_dir))}")
+    print(f"\nTensorBoard logs: {log_dir}\n  open them with: {tensorboard_command(Path(log_dir).parent)}")
+    print(f"  figures and this summary again: lightning-dyn report {log_dir}")
 
 
 def _names_its_classes(argv: Sequence[str]) -> bool:

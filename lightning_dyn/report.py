@@ -47,6 +47,9 @@ def _first_step(points: list[tuple[int, float]], regime: str) -> Optional[int]:
     return next((s for s, v in points if int(round(v)) == code), None)
 
 
+#: measurements needed before a summary calls a rise "progressive sharpening"
+MIN_TREND_POINTS = 5
+
 #: the sharpness series a summary tells, in order of preference: the one compared with a threshold first
 SHARPNESS_TAGS = ("dyn/eos_sharpness", "dyn/preconditioned_sharpness", "dyn/sharpness")
 
@@ -66,10 +69,13 @@ def summarize(series: Series) -> str:
         edge_step = _first_step(regime, "edge") if regime else None
         above_step = _first_step(regime, "above") if regime else None
         reached = min(s for s in (edge_step, above_step) if s is not None) if (edge_step or above_step) else None
-        before = [v for s, v in sharp if reached is None or s < reached]
-        peak_step, peak = max(((s, v) for s, v in sharp if reached is None or s <= reached), key=lambda p: p[1])
-        parts.append(f"progressive sharpening {sharp[0][1]:.1f} → {peak:.1f} by step {peak_step}"
-                     if before and peak > 1.2 * sharp[0][1] else f"sharpness {sharp[0][1]:.1f} → {sharp[-1][1]:.1f}")
+        rising = [(s, v) for s, v in sharp if reached is None or s <= reached]
+        peak_step, peak = max(rising, key=lambda p: p[1])
+        count = sum(1 for s, _ in rising if s <= peak_step)
+        # a trend needs points: MIN_TREND_POINTS measurements up to the peak, and a rise of 20%
+        parts.append(f"progressive sharpening {sharp[0][1]:.1f} → {peak:.1f} by step {peak_step} ({count} measurements)"
+                     if count >= MIN_TREND_POINTS and peak > 1.2 * sharp[0][1]
+                     else f"sharpness {sharp[0][1]:.1f} → {sharp[-1][1]:.1f} ({len(sharp)} measurements)")
         if reached is not None and threshold:
             thr = dict(threshold).get(reached, threshold[-1][1])
             parts.append(f"at the edge (threshold {thr:.1f}) from step {reached}")
@@ -92,25 +98,32 @@ def write_figures(series: Series, out_dir: str | Path) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    panels = [("sharpness vs stability threshold", [sharpness_tag(series), "dyn/stability_threshold"], None),
-              ("sharpness / threshold", ["dyn/sharpness_ratio"], 1.0), ("training loss", ["train_loss"], None)]
-    panels = [p for p in panels if any(t in series for t in p[1])]
+    tag = sharpness_tag(series)
+    what = {"dyn/preconditioned_sharpness": "preconditioned sharpness λ_max(P⁻¹H)",
+            "dyn/eos_sharpness": "sharpness λ_max(H)", "dyn/sharpness": "top Hessian eigenvalue λ_max(H)"}[tag]
+    panels = [(f"{what} and the optimizer's stability threshold",
+               [(tag, what), ("dyn/stability_threshold", "stability threshold")], None, "curvature (eigenvalue)"),
+              ("how close to the threshold (1 = the edge of stability)",
+               [("dyn/sharpness_ratio", "sharpness / threshold")], 1.0, "ratio"),
+              ("training loss", [("train_loss", "training loss (logged steps)")], None, "loss (log scale)")]
+    panels = [p for p in panels if any(t in series for t, _ in p[1])]
     if not panels:
         return written
-    fig = Figure(figsize=(7, 2.6 * len(panels)))
+    fig = Figure(figsize=(8, 2.9 * len(panels)))
     axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)
-    for ax, (title, tags, hline) in zip(axes[:, 0], panels):
-        for tag in tags:
-            if tag in series:
-                steps, values = zip(*series[tag])
-                ax.plot(steps, values, label=tag)
+    for ax, (title, lines, hline, ylabel) in zip(axes[:, 0], panels):
+        for t, label in lines:
+            if t in series:
+                steps, values = zip(*series[t])
+                ax.plot(steps, values, label=label)
         if hline is not None:
-            ax.axhline(hline, color="gray", ls=":")
-        if tags == ["train_loss"]:
+            ax.axhline(hline, color="gray", ls=":", label="the threshold")
+        if lines[0][0] == "train_loss":
             ax.set_yscale("log")
         ax.set_title(title)
-        ax.legend(fontsize=8)
-    axes[-1, 0].set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=9)
+    axes[-1, 0].set_xlabel("optimizer step")
     fig.tight_layout()
     path = out / "edge_of_stability.png"
     fig.savefig(path, dpi=110)
@@ -185,13 +198,36 @@ def summarize_gradients(series: Series) -> str:
     return "; ".join(parts)
 
 
+def summarize_hessian(series: Series) -> str:
+    """``HessianSharpness``'s raw-Hessian series, when an ``EdgeOfStability`` beside it tells its own."""
+    sharp = series.get("dyn/sharpness", [])
+    if not sharp:
+        return ""
+    text = (f"top Hessian eigenvalue {sharp[0][1]:.4g} at step {sharp[0][0]} → {sharp[-1][1]:.4g} at step "
+            f"{sharp[-1][0]} ({len(sharp)} measurements)")
+    trace = series.get("dyn/hessian_trace", [])
+    return text + (f"; trace {trace[-1][1]:.4g} at step {trace[-1][0]}" if trace else "")
+
+
+def run_summary(series: Series) -> str:
+    """One line per callback whose scalars are in the run, then the loss; each says what it is about."""
+    eos = any(tag in series for tag in SHARPNESS_TAGS[:2])
+    story = summarize({k: v for k, v in series.items() if k != "train_loss"}) if eos else ""
+    sections = [("EdgeOfStability", story),
+                ("HessianSharpness", summarize_hessian(series) if eos else summarize(
+                    {k: v for k, v in series.items() if k != "train_loss"}) if "dyn/sharpness" in series else ""),
+                ("SGDLyapunov", summarize_sgd(series)),
+                ("gradients (GradientExplosionMonitor, JacobianSpectrum)", summarize_gradients(series)),
+                ("training loss", summarize({"train_loss": series["train_loss"]}) if "train_loss" in series else "")]
+    lines = [f"{name}: {text}" for name, text in sections if text and not text.startswith("no lightning_dyn")]
+    return "\n".join(lines) if lines else "no lightning_dyn scalars in this run"
+
+
 def report(run_dir: str | Path, out_dir: Optional[str | Path] = None) -> str:
     """Figures into ``out_dir`` (default: ``run_dir``) and the summary, printed and returned."""
     series = read_scalars(run_dir)
     paths = write_figures(series, out_dir or run_dir) + write_logged_figures(run_dir, out_dir or run_dir)
-    text = "; ".join(t for t in (summarize(series), summarize_sgd(series), summarize_gradients(series))
-                     if t and not t.startswith("no lightning_dyn"))
-    text = text or "no lightning_dyn scalars in this run"
+    text = run_summary(series)
     print(text)
     for p in paths:
         print(f"figure: {p}")

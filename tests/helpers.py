@@ -76,6 +76,11 @@ def fit_config_and_report(config: str, tmp_path, *overrides: str):
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     run_dir = next(tmp_path.rglob("events.out.tfevents.*")).parent
+    # `fit` ends as `demo` does: the summary, where the logs are, a TensorBoard command that runs from
+    # this interpreter (no PATH needed); and LightningCLI's "args is for Python use" warning is gone
+    assert f"TensorBoard logs: {run_dir}" in done.stdout and "-m tensorboard.main --logdir" in done.stdout
+    assert f"lightning-dyn report {run_dir}" in done.stdout
+    assert "intended to run from within Python" not in done.stderr
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         main(["report", str(run_dir)])

@@ -28,6 +28,7 @@ from torch import nn
 
 from ..curvature.sharded import reshard
 from .compat import CALLBACK_BASES, ConfigurationError, tensorboard_writer
+from .figures import write_layout
 from .validation import check_positive_int
 from .rng import preserved_rng
 
@@ -99,6 +100,8 @@ class DynamicsCallback(*CALLBACK_BASES):  # type: ignore[misc]
 
     #: the tag shown in the progress bar, if any
     progress_bar_tag: Optional[str] = None
+    #: the heading of this callback's charts on the custom-scalars page
+    layout_category: str = "lightning_dyn"
     #: what ``Measurement.hvps`` counts, logged as ``dyn/cost/<name>_<unit>`` (``None``: seconds only)
     cost_unit: Optional[str] = "hvps"
 
@@ -175,7 +178,7 @@ class DynamicsCallback(*CALLBACK_BASES):  # type: ignore[misc]
         refused = UNSUPPORTED_STRATEGIES.get(type(getattr(trainer, "strategy", None)).__name__)
         if refused:
             raise ConfigurationError(f"{type(self).__name__}: {refused}")
-        with self.hygiene(pl_module):
+        with self.charged(), self.hygiene(pl_module):
             self.prepare(trainer, pl_module)
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -203,6 +206,28 @@ class DynamicsCallback(*CALLBACK_BASES):  # type: ignore[misc]
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         if self.at_fit_end and trainer.global_step != self.last_step:
             self._measure_and_log(trainer, pl_module, in_loop=False)
+        with self.charged():
+            self.fit_end(trainer, pl_module)
+        if self.history:  # what the whole run cost, setup and fit-end extras included
+            totals = {f"dyn/cost/{self.cost_name}_total_seconds": self.total_seconds}
+            if self.cost_unit:
+                totals[f"dyn/cost/{self.cost_name}_total_{self.cost_unit}"] = float(self.total_hvps)
+            for logger in trainer.loggers:
+                logger.log_metrics(totals, step=trainer.global_step)
+
+    def fit_end(self, trainer: Any, pl_module: Any) -> None:
+        """Work when training ends, after the last measurement (figures, a fit-end density): timed
+        into the totals, and products added to ``total_hvps`` by the subclass."""
+
+    @contextlib.contextmanager
+    def charged(self) -> Iterator[None]:
+        """Add the wall time of the block to ``total_seconds``: everything the callback does — setup,
+        measurements, their logging and figures, fit-end extras — is its cost."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.total_seconds += time.perf_counter() - start
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -237,6 +262,10 @@ class DynamicsCallback(*CALLBACK_BASES):  # type: ignore[misc]
             reshard(pl_module)
 
     def _measure_and_log(self, trainer: Any, pl_module: Any, *, in_loop: bool) -> None:
+        with self.charged():
+            self._measure_and_log_charged(trainer, pl_module, in_loop=in_loop)
+
+    def _measure_and_log_charged(self, trainer: Any, pl_module: Any, *, in_loop: bool) -> None:
         step = trainer.global_step
         start = time.perf_counter()
         self.measuring_at_fit_end = not in_loop
@@ -256,16 +285,22 @@ class DynamicsCallback(*CALLBACK_BASES):  # type: ignore[misc]
         if nonfinite:
             self._report_nonfinite(step, f"non-finite {', '.join(nonfinite)}")
         self.total_hvps += result.hvps
-        self.total_seconds += seconds
         self.history.append({"step": step, **finite, "hvps": result.hvps})
         cost = {f"dyn/cost/{self.cost_name}_seconds": seconds}
         if self.cost_unit:
             cost[f"dyn/cost/{self.cost_name}_{self.cost_unit}"] = float(result.hvps)
         self._log(trainer, pl_module, {**finite, **cost}, in_loop=in_loop)
+        if len(self.history) == 1 and self.layout():
+            write_layout(self.tensorboard(trainer), self.layout_category, self.layout())
         self.on_measured(trainer, pl_module, step, result)
 
     def on_measured(self, trainer: Any, pl_module: Any, step: int, result: Measurement) -> None:
         """Called after each logged measurement (TensorBoard artefacts, actions)."""
+
+    def layout(self) -> dict[str, list[str]]:
+        """This callback's charts on TensorBoard's custom-scalars page, title → exact tags (written
+        after the first measurement, beside every other attached callback's)."""
+        return {}
 
     def _report_nonfinite(self, step: int, reason: Optional[str]) -> None:
         self.events.append({"step": step, "event": "nonfinite_measurement", "reason": reason})

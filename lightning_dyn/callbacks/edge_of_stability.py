@@ -39,7 +39,7 @@ from .compat import ConfigurationError
 from .hessian_settings import HessianSettings
 from .validation import check_choice, check_fraction
 from .hessian_sharpness import HessianSharpness
-from .figures import series_figure, write_layout
+from .figures import series_figure
 
 
 class EdgeOfStability(HessianSharpness):
@@ -58,8 +58,9 @@ class EdgeOfStability(HessianSharpness):
         margin: how far above the threshold counts as ``above``, in ``[0, 1)``.
         band: how far below the threshold counts as the ``edge``, in ``[0, 1)``.
         lr_factor: learning-rate multiplier for ``action="reduce_lr"``, in ``(0, 1)``.
-        density_at_fit_end: at fit end also estimate the Hessian's spectral density for TensorBoard's
-            figure (a light SLQ: 2 runs of 20 Lanczos steps; ``HessianSharpness`` does more).
+        density_at_fit_end: at fit end also estimate the measured operator's spectral density for
+            TensorBoard's figure (a light SLQ: 2 runs of 20 Lanczos steps — 40 products, about eight
+            warm measurements; off by default, counted in the totals when on).
         at_fit_end: measure once more when training ends.
         seed: seed of the private generator (probe set, start vectors).
     """
@@ -67,6 +68,9 @@ class EdgeOfStability(HessianSharpness):
     #: its own tags beside HessianSharpness's (the sharpness and eigenvalue tags are set at setup)
     figure_tag = "dyn/eos_figure"
     density_tag = "dyn/eos_spectral_density"
+    layout_category = "edge of stability (EdgeOfStability)"
+    #: the progress bar shows how close the run is to its stability threshold
+    progress_bar_tag = "dyn/sharpness_ratio"
 
     def __init__(
         self,
@@ -78,7 +82,7 @@ class EdgeOfStability(HessianSharpness):
         margin: float = 0.1,
         band: float = 0.1,
         lr_factor: float = 0.5,
-        density_at_fit_end: bool = True,
+        density_at_fit_end: bool = False,
         at_fit_end: bool = True,
         seed: int = 0,
     ) -> None:
@@ -104,7 +108,7 @@ class EdgeOfStability(HessianSharpness):
         except UnsupportedOptimizer as err:
             raise ConfigurationError(f"EdgeOfStability: {err}") from err
         name = "preconditioned" if is_adaptive(trainer.optimizers[0]) else "eos"
-        self.sharpness_tag = self.progress_bar_tag = f"dyn/{name}_sharpness"
+        self.sharpness_tag = f"dyn/{name}_sharpness"
         self.eig_tag = f"dyn/{name}_eig_{{}}"
         self.histogram_tag = f"dyn/{name}_top_eigenvalues"
         self.operator_name = "preconditioned Hessian P⁻¹H" if name == "preconditioned" else "Hessian"
@@ -141,6 +145,17 @@ class EdgeOfStability(HessianSharpness):
         result.extra["regime"] = regime
         return result
 
+    def layout(self) -> dict[str, list[str]]:
+        what = "preconditioned sharpness λ_max(P⁻¹H)" if self.operator_name != "Hessian" else "sharpness λ_max(H)"
+        charts = {
+            f"{what} and the optimizer's stability threshold": [self.sharpness_tag, "dyn/stability_threshold"],
+            "sharpness / threshold (1 = the threshold: the edge of stability; regime changes: Text tab)":
+                ["dyn/sharpness_ratio"],
+        }
+        if self.operator_name != "Hessian":
+            charts["coordinates Adam has never updated (left out of P⁻¹H)"] = ["dyn/never_updated_coordinates"]
+        return charts
+
     def on_measured(self, trainer: Any, pl_module: Any, step: int, result: Measurement) -> None:
         super().on_measured(trainer, pl_module, step, result)
         regime = result.extra["regime"]
@@ -149,13 +164,9 @@ class EdgeOfStability(HessianSharpness):
             self.regime_changes.append({"regime": regime, "step": step,
                                         "sharpness": result.scalars[self.sharpness_tag]})
         writer = self.tensorboard(trainer)
-        if writer is not None:
-            if len(self.history) == 1:
-                write_layout(writer, "edge of stability", {
-                    "sharpness vs stability threshold": [self.sharpness_tag, "dyn/stability_threshold"],
-                    "sharpness / threshold (edge at 1)": ["dyn/sharpness_ratio", "dyn/edge"],
-                })
-            writer.add_scalar("dyn/edge", 1.0, global_step=step)
+        if writer is not None and entered:  # the regime is a category: told as text where it changes
+            writer.add_text("dyn/regime_changes", f"step {step}: **{regime.replace('_', ' ')}** (sharpness / "
+                            f"threshold {result.scalars['dyn/sharpness_ratio']:.3f})", global_step=step)
         triggered = regime == "above" or (self.act_on == "edge" and regime == "edge")
         if self.action != "none" and self.agree(trainer, triggered and entered):
             self._act(trainer, step, result.scalars["dyn/sharpness_ratio"])
@@ -176,8 +187,17 @@ class EdgeOfStability(HessianSharpness):
             rank_zero_warn(message + f"; learning rate multiplied by {self.lr_factor}")
 
     def fit_end_figure(self) -> Any:
+        what = "preconditioned sharpness λ_max(P⁻¹H)" if self.operator_name != "Hessian" else "sharpness λ_max(H)"
         return series_figure(self.history, [self.sharpness_tag, "dyn/stability_threshold"],
-                             title="sharpness vs stability threshold", ylabel="sharpness")
+                             labels=[what, "the optimizer's stability threshold"],
+                             title=f"{what} against the stability threshold", ylabel="curvature (eigenvalue)")
+
+    def density_marks(self) -> dict[str, float]:
+        marks = super().density_marks()
+        last = next((h for h in reversed(self.history) if "dyn/stability_threshold" in h), None)
+        if last is not None:
+            marks["stability threshold"] = last["dyn/stability_threshold"]
+        return marks
 
     def summary(self) -> str:
         """A plain-language account of the regimes met so far."""

@@ -8,47 +8,69 @@ matplotlib backend and pyplot's figure list alone.
 
 from __future__ import annotations
 
+import re
+import weakref
 from typing import Any, Optional, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
 
+#: every category written to a SummaryWriter so far, so each layout record holds them all
+_LAYOUTS: "weakref.WeakKeyDictionary[Any, dict[str, dict[str, list[str]]]]" = weakref.WeakKeyDictionary()
+
+
+def exact(tag: str) -> str:
+    """The custom-scalars pattern matching ``tag`` and nothing else (patterns are regular expressions
+    searched in every tag: ``dyn/sharpness`` alone would also match ``dyn/sharpness_ratio``)."""
+    return f"^{re.escape(tag)}$"
+
+
 def write_layout(writer: Optional[Any], category: str, charts: dict[str, Sequence[str]]) -> None:
-    """A custom-scalars layout: one multiline chart per entry, several tags on one chart."""
+    """Add ``category`` (one multiline chart per entry, several exact tags on a chart) to the run's
+    custom-scalars layout. TensorBoard shows the last layout record of a run, so the record written
+    holds every category added to this writer: callbacks attached together each keep their charts."""
     if writer is None:
         return
-    writer.add_custom_scalars({category: {title: ["Multiline", list(tags)] for title, tags in charts.items()}})
+    layout = _LAYOUTS.setdefault(writer, {})
+    layout[category] = {title: [exact(t) for t in tags] for title, tags in charts.items()}
+    writer.add_custom_scalars({name: {title: ["Multiline", patterns] for title, patterns in charts_.items()}
+                               for name, charts_ in layout.items()})
 
 
-def series_figure(history: Sequence[dict], tags: Sequence[str], *, hline: Optional[float] = None,
-                  title: str = "", ylabel: str = "") -> Any:
-    """A figure of ``tags`` from a callback's history against the step."""
-    fig = Figure(figsize=(6, 3.5))
+def series_figure(history: Sequence[dict], tags: Sequence[str], *, labels: Optional[Sequence[str]] = None,
+                  hline: Optional[float] = None, title: str = "", ylabel: str = "") -> Any:
+    """A figure of ``tags`` from a callback's history against the step, each line labelled in words."""
+    fig = Figure(figsize=(7, 4))
     ax = fig.subplots()
-    for tag in tags:
+    for tag, label in zip(tags, labels or tags):
         points = [(h["step"], h[tag]) for h in history if tag in h]
         if points:
             steps, values = zip(*points)
-            ax.plot(steps, values, "-o", ms=2.5, label=tag.split("/")[-1])
+            ax.plot(steps, values, "-o", ms=2.5, label=label)
     if hline is not None:
         ax.axhline(hline, color="gray", ls=":")
-    ax.set_xlabel("step")
+    ax.set_xlabel("optimizer step")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     fig.tight_layout()
     return fig
 
 
-def density_figure(grid: np.ndarray, density: np.ndarray, *, step: int, operator: str = "Hessian") -> Any:
-    """The smoothed spectral density of ``operator`` (log scale, as in Ghorbani et al. 2019)."""
-    fig = Figure(figsize=(6, 3.5))
+def density_figure(grid: np.ndarray, density: np.ndarray, *, step: int, operator: str = "Hessian",
+                   marks: Optional[dict[str, float]] = None) -> Any:
+    """The smoothed spectral density of ``operator`` (log scale, as in Ghorbani et al. 2019), with
+    vertical lines at ``marks`` (label → eigenvalue: the measured λ_max, a stability threshold)."""
+    fig = Figure(figsize=(7, 4))
     ax = fig.subplots()
-    ax.semilogy(grid, np.maximum(density, 1e-12))
-    ax.set_xlabel("eigenvalue")
-    ax.set_ylabel("density")
-    ax.set_title(f"{operator} spectral density (SLQ), step {step}")
+    ax.semilogy(grid, np.maximum(density, 1e-12), label="density (stochastic Lanczos quadrature)")
+    for (label, value), style in zip((marks or {}).items(), ("--", ":", "-.")):
+        ax.axvline(value, color="k", ls=style, lw=1, label=label)
+    ax.set_xlabel(f"eigenvalue of the {operator}")
+    ax.set_ylabel("spectral density")
+    ax.set_title(f"{operator} spectral density, step {step}")
+    ax.legend(fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -89,15 +111,18 @@ def depth_profile_figure(signal_norms: Sequence[float], names: Sequence[str], *,
     values = np.asarray(signal_norms, dtype=float)
     depth = np.arange(len(values))
     keep = np.isfinite(values) & (values > 0)
-    fig = Figure(figsize=(6, 3.5))
+    fig = Figure(figsize=(8, 4.5))
     ax = fig.subplots()
-    ax.plot(depth[keep], np.log(values[keep]), "o-", ms=3)
+    ax.plot(depth[keep], np.log(values[keep]), "o-", ms=3, label="log ‖∂L/∂h_l‖ at the block's output")
     if keep.sum() >= 2:
         slope, intercept = np.polyfit(depth[keep], np.log(values[keep]), 1)
-        ax.plot(depth, intercept + slope * depth, "k:", label=f"backprop Lyapunov exponent {-slope:.3g} per block")
-        ax.legend(fontsize=8)
-    ax.set_xticks(depth)
-    ax.set_xticklabels(names, rotation=60, ha="right", fontsize=6)
+        ax.plot(depth, intercept + slope * depth, "k:",
+                label=f"least-squares line, slope {slope:+.3g}: exponent {-slope:+.3g} per block "
+                      f"({'growing' if slope < 0 else 'shrinking'} toward the input)")
+    ax.legend(fontsize=9)
+    step_labels = max(1, len(names) // 24)  # at most ~24 readable labels
+    ax.set_xticks(depth[::step_labels])
+    ax.set_xticklabels(list(names)[::step_labels], rotation=45, ha="right", fontsize=8)
     ax.set_xlabel("block (forward order)")
     ax.set_ylabel("log ‖∂L/∂h_l‖")
     ax.set_title(f"backpropagated signal through depth, step {step}")

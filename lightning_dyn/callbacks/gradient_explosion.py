@@ -85,6 +85,7 @@ class GradientExplosionMonitor(DynamicsCallback):
 
     progress_bar_tag = None
     cost_unit = None
+    layout_category = "gradients (GradientExplosionMonitor)"
 
     def __init__(
         self,
@@ -146,12 +147,13 @@ class GradientExplosionMonitor(DynamicsCallback):
         self._derive(pl_module)
         if self.action in ("skip", "stop"):
             self._buffers = list(pl_module.buffers())
-        write_layout(self.tensorboard(trainer), "gradients", {
-            "total gradient norm before clipping, running median": ["dyn/grad_norm_preclip",
-                                                                   "dyn/grad_norm_preclip_median"],
-            "backprop Lyapunov exponent per block (> 0: exploding)": ["dyn/backprop_lyapunov"],
-            "events and skipped steps": ["dyn/grad_events", "dyn/grad_skips"],
-        })
+        charts = {"total gradient norm before clipping, and its running median":
+                  ["dyn/grad_norm_preclip", "dyn/grad_norm_preclip_median"]}
+        if self.signal is not None:  # a depth profile needs two blocks
+            charts["backprop Lyapunov exponent per block (0: edge of chaos; > 0: exploding toward the input)"] = [
+                "dyn/backprop_lyapunov"]
+        charts["events and skipped steps"] = ["dyn/grad_events", "dyn/grad_skips"]
+        write_layout(self.tensorboard(trainer), self.layout_category, charts)
 
     def _derive(self, pl_module: Any) -> None:
         """The trainable parameters by layer (a shared parameter — tied embeddings — counted once,
@@ -361,7 +363,7 @@ class GradientExplosionMonitor(DynamicsCallback):
         if profile is not None and (due or self.measuring_at_fit_end):
             assert self.signal is not None
             add_figure(writer, "dyn/backprop_depth_profile",
-                       depth_profile_figure(profile[1], self.signal.names, step=profile[0]), step)
+                       depth_profile_figure(profile[1], self.signal.names, step=profile[0]), profile[0])
             self._drew_profile = True
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:

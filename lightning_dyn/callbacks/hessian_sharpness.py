@@ -5,7 +5,7 @@ of the training loss on a fixed probe set, by Lanczos warm-started from the prev
 (``lightning_dyn.curvature.top_eigenpairs``), re-measured cold every ``cold_every`` measurements
 (a warm start cannot see a new top direction it does not contain; see ``curvature/eigen.py``).
 Optionally the trace (Hutch++) and the spectral density (stochastic Lanczos quadrature) on their
-own, slower schedules. Logs ``dyn/sharpness`` (= ``dyn/eig_0``), ``dyn/eig_<i>``,
+own, slower schedules. Logs ``dyn/sharpness`` (the top eigenvalue), ``dyn/eig_<i>`` (the next ones, i ≥ 1),
 ``dyn/hessian_trace``; TensorBoard histograms of the top-k eigenvalues and, at fit end, figures of
 the sharpness over steps and of the last spectral density.
 """
@@ -60,6 +60,8 @@ class HessianSharpness(DynamicsCallback):
     histogram_tag = "dyn/top_eigenvalues"
     #: what ``operator()`` is, in words (figure titles)
     operator_name = "Hessian"
+    #: the category of this callback's charts in TensorBoard's custom-scalars page
+    layout_category = "Hessian (HessianSharpness)"
 
     def __init__(
         self,
@@ -166,7 +168,7 @@ class HessianSharpness(DynamicsCallback):
         self.previous = result
         self.measurements += 1
         values = result.values.tolist()
-        scalars = {self.sharpness_tag: values[0], **{self.eig_tag.format(i): v for i, v in enumerate(values)}}
+        scalars = {self.sharpness_tag: values[0], **{self.eig_tag.format(i): v for i, v in enumerate(values) if i}}
         hvps = result.num_matvecs
         if self.trace_every_n_steps and (step % self.trace_every_n_steps == 0 or self.measuring_at_fit_end):
             est = trace(self.hessian_operator(pl_module), self.trace_matvecs, generator=self.generator)
@@ -187,14 +189,18 @@ class HessianSharpness(DynamicsCallback):
         if writer is not None and self.k > 1:
             writer.add_histogram(self.histogram_tag, torch.tensor(result.extra["values"]), global_step=step)
 
-    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-        super().on_train_end(trainer, pl_module)
+    def fit_end(self, trainer: Any, pl_module: Any) -> None:
         step = trainer.global_step
-        wanted = self.density_every_n_steps or self.density_at_fit_end
+        # a density at fit end when asked for: EdgeOfStability's figure, or a schedule that has come
+        # round at least once (a 300-step schedule on a 288-step run asked for none)
+        scheduled = self.density_every_n_steps is not None and step >= self.density_every_n_steps
+        wanted = scheduled or self.density_at_fit_end
         failed_here = bool(self.events) and self.events[-1]["step"] == step
         if wanted and self.batches and not failed_here and (self.last_density is None or self.last_density["step"] != step):
             # its own generator, so the fit-end figure does not shift a resumed run's series
             generator = torch.Generator().manual_seed(self.seed + step)
+            rank_zero_info(f"{type(self).__name__}: estimating the {self.operator_name}'s spectral density at fit end "
+                           f"({self.density_runs} × {self.density_steps} products)")
             with self.hygiene(pl_module), rank_zero_buffers(trainer, pl_module):
                 try:
                     self.total_hvps += self._density(trainer, pl_module, step, generator)
@@ -206,13 +212,30 @@ class HessianSharpness(DynamicsCallback):
         add_figure(writer, self.figure_tag, self.fit_end_figure(), trainer.global_step)
         if self.last_density is not None:
             d = self.last_density
-            add_figure(writer, self.density_tag,
-                       density_figure(d["grid"], d["density"], step=d["step"], operator=self.operator_name),
-                       trainer.global_step)
+            add_figure(writer, self.density_tag,  # at the step it describes, as its title says
+                       density_figure(d["grid"], d["density"], step=d["step"], operator=self.operator_name,
+                                      marks=self.density_marks()), d["step"])
+
+    def density_marks(self) -> dict[str, float]:
+        """Lines on the density figure: the top eigenvalue measured last."""
+        last = next((h for h in reversed(self.history) if self.sharpness_tag in h), None)
+        return {} if last is None else {f"λ_max measured at step {last['step']}": last[self.sharpness_tag]}
+
+    def eigenvalue_tags(self) -> list[str]:
+        """The tags of the top-``k`` eigenvalues, largest first."""
+        return [self.sharpness_tag] + [self.eig_tag.format(i) for i in range(1, self.k)]
+
+    def layout(self) -> dict[str, list[str]]:
+        """This callback's charts in the run's custom-scalars layout (title → tags)."""
+        charts = {f"top-{self.k} Hessian eigenvalues (dyn/sharpness = the largest)": self.eigenvalue_tags()}
+        if self.trace_every_n_steps:
+            charts["Hessian trace (Hutch++)"] = ["dyn/hessian_trace"]
+        return charts
 
     def fit_end_figure(self) -> Any:
-        return series_figure(self.history, [self.eig_tag.format(i) for i in range(self.k)], title="top Hessian eigenvalues",
-                             ylabel="eigenvalue")
+        return series_figure(self.history, self.eigenvalue_tags(),
+                             labels=["λ₁ (sharpness)"] + [f"λ{chr(0x2080 + i + 1)}" for i in range(1, self.k)],
+                             title=f"top {self.operator_name} eigenvalues", ylabel=f"eigenvalue of the {self.operator_name}")
 
     # -- state ----------------------------------------------------------------------------------
     @property

@@ -76,6 +76,13 @@ class JacobianSpectrum(DynamicsCallback):
     """
 
     progress_bar_tag = None
+    layout_category = "input–output Jacobian (JacobianSpectrum)"
+
+    def layout(self) -> dict[str, list[str]]:
+        return {"largest singular values σ of the input–output Jacobian":
+                ["dyn/jacobian_sigma_max"] + [f"dyn/jacobian_sigma_{i}" for i in range(2, self.k + 1)],
+                "mean squared singular value ⟨σ²⟩ (1: dynamical isometry)": ["dyn/jacobian_msv"],
+                "variance of σ² (0: all singular values equal)": ["dyn/jacobian_sv2_variance"]}
     cost_unit = "jvp_vjp"
 
     def __init__(

@@ -94,6 +94,13 @@ class SGDLyapunov(DynamicsCallback):
     """
 
     progress_bar_tag = "dyn/sgd_lyapunov"
+    layout_category = "SGD stability (SGDLyapunov)"
+
+    def layout(self) -> dict[str, list[str]]:
+        return {"top Lyapunov exponent of SGD λ and of GD (λ < 0: the minimum is stable)":
+                ["dyn/sgd_lyapunov", "dyn/gd_lyapunov"],
+                "critical learning rate η_c for the current batch size": ["dyn/critical_lr"],
+                "probe loss (interpolation below interpolation_tol)": ["dyn/probe_loss"]}
 
     def __init__(
         self,
@@ -257,8 +264,7 @@ class SGDLyapunov(DynamicsCallback):
             return torch.float32 if self.method == "gram" and outputs > AUTO_FLOAT32_OUTPUTS else torch.float64
         return torch.float64 if self.precision == "float64" else torch.float32
 
-    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-        super().on_train_end(trainer, pl_module)
+    def fit_end(self, trainer: Any, pl_module: Any) -> None:
         writer = self.tensorboard(trainer)
         if writer is not None and self.last is not None:
             r, d = self.last, self.last.diagram

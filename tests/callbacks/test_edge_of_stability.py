@@ -1,5 +1,6 @@
 """EdgeOfStability and HessianSharpness on real Trainers: the phenomenon, the views, the actions."""
 
+import re
 import statistics
 
 import lightning.pytorch as pl
@@ -7,7 +8,7 @@ import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from lightning_dyn import EdgeOfStability, HessianSettings, HessianSharpness
+from lightning_dyn import EdgeOfStability, GradientExplosionMonitor, HessianSettings, HessianSharpness
 from lightning_dyn.callbacks import ConfigurationError
 from lightning_dyn.cli import demo
 from tests.readme import numbers_in, readme_numbers
@@ -26,7 +27,7 @@ def _fit(callbacks, *, steps=40, n=200, logger=False, module=None, **kwargs):
     return trainer
 
 
-SUMMARY = ("progressive sharpening {n} → {n} by step {n}; at the edge (threshold {n}) from step {n}; "
+SUMMARY = ("progressive sharpening {n} → {n} by step {n} ({n} measurements); at the edge (threshold {n}) from step {n}; "
            "sharpness/threshold then {n}–{n} (median {n}); the loss rose on {n} of {n} logged steps yet fell {n} → {n}")
 
 
@@ -38,12 +39,12 @@ def test_demo_reaches_and_holds_the_edge_of_stability(tmp_path):
     # edge of stability is where GD is most sensitive to round-off)
     got, want = numbers_in(text.split("\n")[0]), readme_numbers(SUMMARY)
     assert len(got) == len(want)
-    (s0, s1, step, thr, edge, lo, hi, med, rose, logged, l0, l1) = got
-    assert (s0, s1, thr) == pytest.approx((want[0], want[1], want[3]), abs=0.1001)  # printed to 0.1
-    assert (lo, hi, med) == pytest.approx((want[5], want[6], want[7]), abs=0.01001)  # printed to 0.01
-    assert (step, edge, logged) == (want[2], want[4], want[9])
-    assert rose == pytest.approx(want[8], rel=0.05)
-    assert (l0, l1) == pytest.approx((want[10], want[11]), rel=0.01)
+    (s0, s1, step, count, thr, edge, lo, hi, med, rose, logged, l0, l1) = got
+    assert (s0, s1, thr) == pytest.approx((want[0], want[1], want[4]), abs=0.1001)  # printed to 0.1
+    assert (lo, hi, med) == pytest.approx((want[6], want[7], want[8]), abs=0.01001)  # printed to 0.01
+    assert (step, count, edge, logged) == (want[2], want[3], want[5], want[10])
+    assert rose == pytest.approx(want[9], rel=0.05)
+    assert (l0, l1) == pytest.approx((want[11], want[12]), rel=0.01)
     # and the phenomenon itself, from the event files
     series = read_scalars(next(tmp_path.rglob("events.out.tfevents.*")).parent)
     sharp = series["dyn/eos_sharpness"]
@@ -60,25 +61,63 @@ def test_demo_reaches_and_holds_the_edge_of_stability(tmp_path):
     assert "at the edge (threshold 20.0)" in text and "the loss rose on" in text
 
 
+def _layout(acc) -> dict:
+    """The custom-scalars layout TensorBoard shows: the last record of the run, as category → chart → patterns."""
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    record = acc.Tensors("custom_scalars__config__")[-1]
+    layout = layout_pb2.Layout.FromString(record.tensor_proto.string_val[0])
+    return {c.title: {chart.title: list(chart.multiline.tag) for chart in c.chart} for c in layout.category}
+
+
 def test_tensorboard_views_layout_histograms_figures(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    logger = TensorBoardLogger(tmp_path)
-    eos = EdgeOfStability(every_n_steps=10, hessian=HessianSettings(k=2, probe_size=200))
+    logger = TensorBoardLogger(tmp_path, default_hp_metric=False)
+    eos = EdgeOfStability(every_n_steps=10, hessian=HessianSettings(k=2, probe_size=200), density_at_fit_end=True)
     sharp = HessianSharpness(every_n_steps=20, hessian=HessianSettings(k=3, probe_size=100), trace_every_n_steps=20)
-    _fit([eos, sharp], logger=logger)
-    assert eos.last_density is not None and sharp.last_density is None  # EoS draws the density at fit end
+    monitor = GradientExplosionMonitor(every_n_steps=10)
+    _fit([eos, sharp, monitor], logger=logger)
+    assert eos.last_density is not None and sharp.last_density is None  # no density schedule came round
     acc = EventAccumulator(logger.log_dir, size_guidance={"images": 0, "histograms": 0, "scalars": 0, "tensors": 0})
     acc.Reload()
     tags = acc.Tags()
     assert {"dyn/top_eigenvalues", "dyn/eos_top_eigenvalues"} <= set(tags["histograms"])
     assert {"dyn/sharpness_figure", "dyn/eos_figure", "dyn/eos_spectral_density"} <= set(tags["images"])
-    assert "custom_scalars__config__" in tags["tensors"]
-    assert {"dyn/sharpness_ratio", "dyn/stability_threshold", "dyn/edge", "dyn/hessian_trace", "dyn/eig_2",
-            "dyn/eos_sharpness", "dyn/eos_eig_1"} <= set(tags["scalars"])
+    scalars = set(tags["scalars"])
+    assert {"dyn/sharpness_ratio", "dyn/stability_threshold", "dyn/hessian_trace", "dyn/eig_2",
+            "dyn/eos_sharpness", "dyn/eos_eig_1"} <= scalars
+    # no always-1 flag, no series duplicating another, no hp_metric placeholder
+    assert not {"dyn/edge", "dyn/eig_0", "dyn/eos_eig_0", "hp_metric"} & scalars
+    assert "dyn/regime_changes/text_summary" in tags["tensors"]  # the category, as text where it changes
+    # one layout holding every attached callback's section; each pattern is one exact tag that was logged
+    layout = _layout(acc)
+    assert set(layout) == {eos.layout_category, sharp.layout_category, "gradients (GradientExplosionMonitor)"}
+    for charts in layout.values():
+        for title, patterns in charts.items():
+            for pattern in patterns:
+                matched = [t for t in scalars if re.search(pattern, t)]
+                assert len(matched) == 1 and pattern == f"^{re.escape(matched[0])}$", (title, pattern, matched)
+    assert ["^dyn/sharpness_ratio$"] in layout[eos.layout_category].values()
+    assert "^dyn/regime$" not in str(layout)  # a category is not a curve to smooth: it is told as text
     # one tag, one writer: each series holds one callback's measurements only
     assert [s.step for s in acc.Scalars("dyn/sharpness")] == [h["step"] for h in sharp.history]
     assert [s.step for s in acc.Scalars("dyn/eos_sharpness")] == [h["step"] for h in eos.history]
+    # the cost is everything the callback did: the per-measurement seconds are part of the total
+    total = acc.Scalars("dyn/cost/EdgeOfStability_total_seconds")[-1].value
+    assert total >= sum(s.value for s in acc.Scalars("dyn/cost/EdgeOfStability_seconds")) > 0
+    assert acc.Scalars("dyn/cost/EdgeOfStability_total_hvps")[-1].value == eos.total_hvps > sum(
+        h["hvps"] for h in eos.history)  # the fit-end density's 40 products are counted
+    # the report: a section per callback, each figure a PNG of its own
+    from lightning_dyn.report import report
+
+    text = report(logger.log_dir, tmp_path / "png")
+    lines = text.splitlines()
+    assert lines[0].startswith("EdgeOfStability: ") and lines[1].startswith("HessianSharpness: top Hessian eigenvalue")
+    assert any(line.startswith("gradients (") for line in lines) and lines[-1].startswith("training loss: ")
+    written = {p.name for p in (tmp_path / "png").glob("*.png")}
+    assert {"edge_of_stability.png", "dyn_sharpness_figure.png", "dyn_eos_figure.png",
+            "dyn_eos_spectral_density.png"} <= written
 
 
 def test_stop_action_stops_training_on_crossing():
@@ -202,3 +241,17 @@ def test_adam_coordinates_never_updated_are_left_out_of_the_preconditioned_sharp
     unmasked = float(torch.linalg.eigvalsh(raw[:, None] * H * raw[None, :])[-1])
     assert unmasked > 1e3 * want
     assert top_eigenpairs(DenseOperator(D[:, None] * H * D[None, :] / lr), tol=1e-10).values[0] == pytest.approx(want)
+
+
+def test_the_command_line_lists_its_commands_and_refuses_unknown_ones():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "lightning_dyn.cli", "--help"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0
+    listed = [line.split()[0] for line in done.stdout.splitlines() if line.startswith("  ") and line.split()]
+    assert listed[:3] == ["demo", "fit", "report"]
+    wrong = subprocess.run([sys.executable, "-m", "lightning_dyn.cli", "train"], capture_output=True, text=True,
+                           timeout=60)
+    assert wrong.returncode == 2 and "unknown command 'train'" in wrong.stderr

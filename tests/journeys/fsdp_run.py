@@ -108,6 +108,11 @@ def main(name: str, out: str, bare: bool = False) -> None:
                          max_steps=STEPS, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, callbacks=[*watched.values(), Record(watched, Path(out))])
     trainer.fit(module, DataLoader(data, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(1)))
+    # leave no gloo threads to the interpreter's exit (an abort there — "terminate called without an
+    # active exception" — was seen once, in a full-suite run)
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
