@@ -73,3 +73,21 @@ def test_layers_import_downwards_only():
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.ImportFrom) and node.level == 2 and node.module:
                     assert node.module.split(".")[0] not in banned, f"{path.name} imports {node.module}"
+
+
+def test_the_readme_contributor_example_is_a_working_callback(tmp_path):
+    """The README's "write your own callback" block, executed as written, on a real Trainer."""
+    import lightning.pytorch as pl
+
+    from lightning_dyn.data import DigitsDataModule
+    from lightning_dyn.models import SquaredLossMLP
+
+    block = next(b for b in _readme_code() if "class TopEigenvalue(DynamicsCallback)" in b)
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    callback = namespace["TopEigenvalue"](every_n_steps=4)
+    trainer = pl.Trainer(max_steps=8, callbacks=[callback], logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(SquaredLossMLP(widths=(64, 16, 10)), DigitsDataModule(n=600))  # the example draws 512
+    assert [h["step"] for h in callback.history] == [4, 8]
+    assert all(h["dyn/top_eigenvalue"] > 0 and h["hvps"] > 0 for h in callback.history)
