@@ -211,11 +211,13 @@ def summarize_hessian(series: Series) -> str:
 
 def run_summary(series: Series) -> str:
     """One line per callback whose scalars are in the run, then the loss; each says what it is about."""
-    eos = any(tag in series for tag in SHARPNESS_TAGS[:2])
-    story = summarize({k: v for k, v in series.items() if k != "train_loss"}) if eos else ""
-    sections = [("EdgeOfStability", story),
-                ("HessianSharpness", summarize_hessian(series) if eos else summarize(
-                    {k: v for k, v in series.items() if k != "train_loss"}) if "dyn/sharpness" in series else ""),
+    curvature = summarize({k: v for k, v in series.items() if k != "train_loss"})
+    if any(tag in series for tag in SHARPNESS_TAGS[:2]):  # EdgeOfStability tells the story; the raw Hessian beside it
+        eos, hessian = curvature, summarize_hessian(series)
+    else:
+        eos, hessian = "", curvature if "dyn/sharpness" in series else ""
+    sections = [("EdgeOfStability", eos),
+                ("HessianSharpness", hessian),
                 ("SGDLyapunov", summarize_sgd(series)),
                 ("gradients (GradientExplosionMonitor, JacobianSpectrum)", summarize_gradients(series)),
                 ("training loss", summarize({"train_loss": series["train_loss"]}) if "train_loss" in series else "")]

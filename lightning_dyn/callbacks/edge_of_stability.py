@@ -96,6 +96,9 @@ class EdgeOfStability(HessianSharpness):
         self.density_at_fit_end = density_at_fit_end
         self.density_runs, self.density_steps = 2, 20
         self.regime_changes: list[dict[str, Any]] = []
+        #: whether the measured operator is Adam's/RMSprop's P⁻¹H (decided with the optimizer, at setup)
+        self.preconditioned = False
+        self.sharpness_name = "sharpness λ_max(H)"
         self._threshold = float("nan")
         self._never_updated: Optional[int] = None
 
@@ -111,7 +114,9 @@ class EdgeOfStability(HessianSharpness):
         self.sharpness_tag = f"dyn/{name}_sharpness"
         self.eig_tag = f"dyn/{name}_eig_{{}}"
         self.histogram_tag = f"dyn/{name}_top_eigenvalues"
-        self.operator_name = "preconditioned Hessian P⁻¹H" if name == "preconditioned" else "Hessian"
+        self.preconditioned = name == "preconditioned"
+        self.operator_name = "preconditioned Hessian P⁻¹H" if self.preconditioned else "Hessian"
+        self.sharpness_name = "preconditioned sharpness λ_max(P⁻¹H)" if self.preconditioned else "sharpness λ_max(H)"
         super().prepare(trainer, pl_module)
 
     def operator(self, trainer: Any, pl_module: Any) -> CurvatureOperator:
@@ -146,14 +151,14 @@ class EdgeOfStability(HessianSharpness):
         return result
 
     def layout(self) -> dict[str, list[str]]:
-        what = "preconditioned sharpness λ_max(P⁻¹H)" if self.operator_name != "Hessian" else "sharpness λ_max(H)"
         charts = {
-            f"{what} and the optimizer's stability threshold": [self.sharpness_tag, "dyn/stability_threshold"],
+            f"{self.sharpness_name} and the optimizer's stability threshold":
+                [self.sharpness_tag, "dyn/stability_threshold"],
             "sharpness / threshold (1 = the threshold: the edge of stability; regime changes: Text tab)":
                 ["dyn/sharpness_ratio"],
         }
-        if self.operator_name != "Hessian":
-            charts["coordinates Adam has never updated (left out of P⁻¹H)"] = ["dyn/never_updated_coordinates"]
+        if self.preconditioned:
+            charts["coordinates the optimizer has never updated (left out of P⁻¹H)"] = ["dyn/never_updated_coordinates"]
         return charts
 
     def on_measured(self, trainer: Any, pl_module: Any, step: int, result: Measurement) -> None:
@@ -187,10 +192,10 @@ class EdgeOfStability(HessianSharpness):
             rank_zero_warn(message + f"; learning rate multiplied by {self.lr_factor}")
 
     def fit_end_figure(self) -> Any:
-        what = "preconditioned sharpness λ_max(P⁻¹H)" if self.operator_name != "Hessian" else "sharpness λ_max(H)"
         return series_figure(self.history, [self.sharpness_tag, "dyn/stability_threshold"],
-                             labels=[what, "the optimizer's stability threshold"],
-                             title=f"{what} against the stability threshold", ylabel="curvature (eigenvalue)")
+                             labels=[self.sharpness_name, "the optimizer's stability threshold"],
+                             title=f"{self.sharpness_name} against the stability threshold",
+                             ylabel="curvature (eigenvalue)")
 
     def density_marks(self) -> dict[str, float]:
         marks = super().density_marks()

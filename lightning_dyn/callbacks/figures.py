@@ -38,6 +38,16 @@ def write_layout(writer: Optional[Any], category: str, charts: dict[str, Sequenc
                                for name, charts_ in layout.items()})
 
 
+def _finished(fig: Figure, ax: Any, *, xlabel: str, ylabel: str, title: str) -> Figure:
+    """Every figure ends the same way: labelled axes, a title, a legend in words, a tight layout."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def series_figure(history: Sequence[dict], tags: Sequence[str], *, labels: Optional[Sequence[str]] = None,
                   hline: Optional[float] = None, title: str = "", ylabel: str = "") -> Any:
     """A figure of ``tags`` from a callback's history against the step, each line labelled in words."""
@@ -50,12 +60,7 @@ def series_figure(history: Sequence[dict], tags: Sequence[str], *, labels: Optio
             ax.plot(steps, values, "-o", ms=2.5, label=label)
     if hline is not None:
         ax.axhline(hline, color="gray", ls=":")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(fontsize=9)
-    fig.tight_layout()
-    return fig
+    return _finished(fig, ax, xlabel="optimizer step", ylabel=ylabel, title=title)
 
 
 def density_figure(grid: np.ndarray, density: np.ndarray, *, step: int, operator: str = "Hessian",
@@ -67,12 +72,8 @@ def density_figure(grid: np.ndarray, density: np.ndarray, *, step: int, operator
     ax.semilogy(grid, np.maximum(density, 1e-12), label="density (stochastic Lanczos quadrature)")
     for (label, value), style in zip((marks or {}).items(), ("--", ":", "-.")):
         ax.axvline(value, color="k", ls=style, lw=1, label=label)
-    ax.set_xlabel(f"eigenvalue of the {operator}")
-    ax.set_ylabel("spectral density")
-    ax.set_title(f"{operator} spectral density, step {step}")
-    ax.legend(fontsize=9)
-    fig.tight_layout()
-    return fig
+    return _finished(fig, ax, xlabel=f"eigenvalue of the {operator}", ylabel="spectral density",
+                     title=f"{operator} spectral density, step {step}")
 
 
 def add_figure(writer: Optional[Any], tag: str, fig: Any, step: int) -> None:
@@ -97,12 +98,8 @@ def stability_diagram_figure(lrs: Sequence[float], batch_sizes: Sequence[int], e
     finite = finite[np.isfinite(finite)]
     if finite.size:
         ax.set_ylim(max(finite.min(), -2.0) - 0.05, min(finite.max(), 2.0) + 0.05)
-    ax.set_xlabel("learning rate η")
-    ax.set_ylabel("top Lyapunov exponent λ of SGD")
-    ax.set_title(f"SGD stability diagram (λ < 0: stable), step {step}")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finished(fig, ax, xlabel="learning rate η", ylabel="top Lyapunov exponent λ of SGD",
+                     title=f"SGD stability diagram (λ < 0: stable), step {step}")
 
 
 def depth_profile_figure(signal_norms: Sequence[float], names: Sequence[str], *, step: int) -> Any:
@@ -119,15 +116,11 @@ def depth_profile_figure(signal_norms: Sequence[float], names: Sequence[str], *,
         ax.plot(depth, intercept + slope * depth, "k:",
                 label=f"least-squares line, slope {slope:+.3g}: exponent {-slope:+.3g} per block "
                       f"({'growing' if slope < 0 else 'shrinking'} toward the input)")
-    ax.legend(fontsize=9)
     step_labels = max(1, len(names) // 24)  # at most ~24 readable labels
     ax.set_xticks(depth[::step_labels])
     ax.set_xticklabels(list(names)[::step_labels], rotation=45, ha="right", fontsize=8)
-    ax.set_xlabel("block (forward order)")
-    ax.set_ylabel("log ‖∂L/∂h_l‖")
-    ax.set_title(f"backpropagated signal through depth, step {step}")
-    fig.tight_layout()
-    return fig
+    return _finished(fig, ax, xlabel="block (forward order)", ylabel="log ‖∂L/∂h_l‖",
+                     title=f"backpropagated signal through depth, step {step}")
 
 
 def singular_value_figure(top: Sequence[float], *, step: int, grid: Optional[np.ndarray] = None,
@@ -143,9 +136,5 @@ def singular_value_figure(top: Sequence[float], *, step: int, grid: Optional[np.
     for value in top:
         ax.axvline(value, color="gray", ls=":", lw=1)
     ax.axvline(1.0, color="green", ls="--", lw=1, label="isometry (σ² = 1)")
-    ax.set_xlabel("squared singular value σ² of the input–output Jacobian")
-    ax.set_ylabel("density")
-    ax.set_title(f"Jacobian singular value distribution, step {step}")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finished(fig, ax, xlabel="squared singular value σ² of the input–output Jacobian", ylabel="density",
+                     title=f"Jacobian singular value distribution, step {step}")

@@ -46,7 +46,7 @@ from ..dynamics.signal_propagation import backprop_lyapunov, local_growth
 from .base import DynamicsCallback, Measurement
 from .validation import check_choice, check_positive, check_positive_int
 from .compat import ConfigurationError
-from .figures import add_figure, depth_profile_figure, write_layout
+from .figures import add_figure, depth_profile_figure
 
 Action = Literal["none", "warn", "skip", "stop", "raise"]
 ACTIONS: tuple[str, ...] = ("none", "warn", "skip", "stop", "raise")
@@ -147,13 +147,15 @@ class GradientExplosionMonitor(DynamicsCallback):
         self._derive(pl_module)
         if self.action in ("skip", "stop"):
             self._buffers = list(pl_module.buffers())
+
+    def layout(self) -> dict[str, list[str]]:
         charts = {"total gradient norm before clipping, and its running median":
                   ["dyn/grad_norm_preclip", "dyn/grad_norm_preclip_median"]}
         if self.signal is not None:  # a depth profile needs two blocks
             charts["backprop Lyapunov exponent per block (0: edge of chaos; > 0: exploding toward the input)"] = [
                 "dyn/backprop_lyapunov"]
         charts["events and skipped steps"] = ["dyn/grad_events", "dyn/grad_skips"]
-        write_layout(self.tensorboard(trainer), self.layout_category, charts)
+        return charts
 
     def _derive(self, pl_module: Any) -> None:
         """The trainable parameters by layer (a shared parameter — tied embeddings — counted once,
