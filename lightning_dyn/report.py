@@ -209,6 +209,34 @@ def summarize_hessian(series: Series) -> str:
     return text + (f"; trace {trace[-1][1]:.4g} at step {trace[-1][0]}" if trace else "")
 
 
+def summarize_critical_points(series: Series) -> str:
+    """``CriticalPoints``: how many critical points the map had, by kind, first and last."""
+    count = series.get("dyn/critical_points", [])
+    if not count:
+        return ""
+
+    def at(step: int) -> str:
+        indices = sorted(int(tag.rsplit("_", 1)[1]) for tag in series if tag.startswith("dyn/critical_points_index_"))
+        n = max(indices, default=0)
+        kinds = {0: "minimum", n: "maximum"}
+        parts = []
+        for i in indices:
+            c = int(dict(series[f"dyn/critical_points_index_{i}"]).get(step, 0))
+            if c:
+                parts.append(f"{c} {kinds.get(i, f'saddle (index {i})')}")
+        degenerate = int(dict(series.get("dyn/critical_points_degenerate", [])).get(step, 0))
+        if degenerate:
+            parts.append(f"{degenerate} degenerate")
+        if not parts:
+            grad = dict(series.get("dyn/critical_points_min_grad_norm", [])).get(step)
+            return "none" + (f" (smallest ‖∇ₓf‖ {grad:.3g})" if grad is not None else "")
+        return ", ".join(parts)
+
+    first, last = count[0][0], count[-1][0]
+    text = f"critical points of the map at step {first}: {at(first)}"
+    return text + (f"; at step {last}: {at(last)}" if last != first else "") + f" ({len(count)} measurements)"
+
+
 def run_summary(series: Series) -> str:
     """One line per callback whose scalars are in the run, then the loss; each says what it is about."""
     curvature = summarize({k: v for k, v in series.items() if k != "train_loss"})
@@ -219,6 +247,7 @@ def run_summary(series: Series) -> str:
     sections = [("EdgeOfStability", eos),
                 ("HessianSharpness", hessian),
                 ("SGDLyapunov", summarize_sgd(series)),
+                ("CriticalPoints", summarize_critical_points(series)),
                 ("gradients (GradientExplosionMonitor, JacobianSpectrum)", summarize_gradients(series)),
                 ("training loss", summarize({"train_loss": series["train_loss"]}) if "train_loss" in series else "")]
     lines = [f"{name}: {text}" for name, text in sections if text and not text.startswith("no lightning_dyn")]

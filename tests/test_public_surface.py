@@ -23,9 +23,9 @@ def _readme_code() -> list[str]:
 
 def test_the_top_level_exports_exactly_its_surface():
     assert sorted(lightning_dyn.__all__) == sorted(
-        ["EdgeOfStability", "GradientExplosionMonitor", "HessianSettings", "HessianSharpness", "JacobianSpectrum",
+        ["CriticalPoints", "EdgeOfStability", "GradientExplosionMonitor", "HessianSettings", "HessianSharpness", "JacobianSpectrum",
          "SGDLyapunov", "ConfigurationError", "GradientExplosionError", "AugmentedNeuralODE", "KuramotoNetwork",
-         "NeuralDDE", "NeuralODE", "ddeint", "jacobian_spectrum", "lyapunov_spectrum", "sgd_lyapunov"])
+         "NeuralDDE", "NeuralODE", "classify_architecture", "ddeint", "find_critical_points", "jacobian_spectrum", "lyapunov_spectrum", "sgd_lyapunov"])
     for name in lightning_dyn.__all__:
         assert getattr(lightning_dyn, name) is not None
     assert issubclass(lightning_dyn.ConfigurationError, ValueError)
@@ -62,12 +62,13 @@ def test_no_function_shadows_a_submodule():
 
 def test_layers_import_downwards_only():
     """curvature ← dynamics ← callbacks; ensembles and sampling below both; models never import dynamics
-    or callbacks; dynamics never imports models."""
-    forbidden = {"curvature": {"dynamics", "callbacks", "models", "data", "ensembles", "dde"},
-                 "dynamics": {"callbacks", "models", "data"},
-                 "ensembles": {"curvature", "dynamics", "callbacks", "models", "data", "dde"},
-                 "dde": {"curvature", "dynamics", "callbacks", "models", "data", "ensembles"},
-                 "models": {"callbacks", "dynamics"}}
+    or callbacks; dynamics never imports models; function_classes (above models) only feeds callbacks."""
+    forbidden = {"curvature": {"dynamics", "callbacks", "models", "data", "ensembles", "dde", "function_classes"},
+                 "dynamics": {"callbacks", "models", "data", "function_classes"},
+                 "ensembles": {"curvature", "dynamics", "callbacks", "models", "data", "dde", "function_classes"},
+                 "dde": {"curvature", "dynamics", "callbacks", "models", "data", "ensembles", "function_classes"},
+                 "models": {"callbacks", "dynamics", "function_classes"},
+                 "function_classes": {"callbacks", "data", "curvature", "dynamics"}}
     for layer, banned in forbidden.items():
         for path in (ROOT / "lightning_dyn" / layer).glob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):

@@ -7,6 +7,7 @@ drawn from the Trainer's train loader) and ``training_step_loss`` (the module's 
 
 from .base import DynamicsCallback, Measurement
 from .compat import ConfigurationError
+from .critical_points import CriticalPoints
 from .edge_of_stability import EdgeOfStability
 from .gradient_explosion import GradientExplosionError, GradientExplosionMonitor
 from .hessian_settings import HessianSettings
@@ -15,6 +16,6 @@ from .jacobian_spectrum import JacobianSpectrum
 from .probe import probe_set, training_step_loss
 from .sgd_lyapunov import SGDLyapunov
 
-__all__ = ["ConfigurationError", "DynamicsCallback", "EdgeOfStability", "GradientExplosionError",
+__all__ = ["ConfigurationError", "CriticalPoints", "DynamicsCallback", "EdgeOfStability", "GradientExplosionError",
            "GradientExplosionMonitor", "HessianSettings", "HessianSharpness", "JacobianSpectrum", "Measurement",
            "SGDLyapunov", "probe_set", "training_step_loss"]

@@ -138,3 +138,37 @@ def singular_value_figure(top: Sequence[float], *, step: int, grid: Optional[np.
     ax.axvline(1.0, color="green", ls="--", lw=1, label="isometry (σ² = 1)")
     return _finished(fig, ax, xlabel="squared singular value σ² of the input–output Jacobian", ylabel="density",
                      title=f"Jacobian singular value distribution, step {step}")
+
+
+#: how each kind of critical point is drawn: label → (marker, colour)
+CRITICAL_POINT_STYLE = {"minimum": ("o", "tab:blue"), "saddle": ("X", "black"), "maximum": ("*", "tab:red"),
+                        "degenerate": ("s", "tab:orange")}
+
+
+def critical_points_figure(grid: Sequence[np.ndarray], values: np.ndarray, points: np.ndarray, index: np.ndarray,
+                           degenerate: np.ndarray, *, step: int, verdict: str) -> Any:
+    """The map on its box — a curve for one input, filled contours for two — with its critical
+    points marked by kind (minimum, saddle, maximum, degenerate); ``verdict`` is the architecture's
+    case in a few words, shown in the title."""
+    n = len(grid)
+    fig = Figure(figsize=(6.5, 4.8) if n == 2 else (7, 4))
+    ax = fig.subplots()
+    if n == 1:
+        ax.plot(grid[0], values, color="gray", lw=1.5, label="f(x)")
+    else:
+        filled = ax.contourf(grid[0], grid[1], values.T, levels=30, cmap="viridis")
+        fig.colorbar(filled, ax=ax, label="f(x)")
+    for kind, (marker, colour) in CRITICAL_POINT_STYLE.items():
+        if kind == "degenerate":
+            keep = degenerate
+        else:
+            wanted = {"minimum": index == 0, "maximum": index == n, "saddle": (index > 0) & (index < n)}[kind]
+            keep = wanted & ~degenerate
+        if keep.any():
+            y = points[keep, 1] if n == 2 else np.interp(points[keep, 0], grid[0], values)
+            ax.plot(points[keep, 0], y, marker, color=colour, ms=10, mec="white", ls="none",
+                    label=f"{kind} ({int(keep.sum())})")
+    if not len(points):
+        ax.plot([], [], " ", label="no critical point in the box")
+    return _finished(fig, ax, xlabel="x₁" if n == 2 else "x", ylabel="x₂" if n == 2 else "f(x)",
+                     title=f"critical points of the input–output map, step {step}\n{verdict}")

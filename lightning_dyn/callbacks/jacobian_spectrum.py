@@ -18,6 +18,7 @@ measures the same Jacobian as one process on the same inputs.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Literal, Optional
 
 import torch
@@ -28,25 +29,8 @@ from ..dynamics.input_jacobian import JacobianGramOperator, jacobian_spectrum
 from .base import DynamicsCallback, Measurement
 from .validation import check_choice, check_positive_int, check_tolerance
 from .compat import ConfigurationError
-from .probe import canonical_order, probe_set
+from .probe import ForwardFn, InputFn, batch_inputs, canonical_order, probe_set
 from .figures import add_figure, singular_value_figure
-
-InputFn = Callable[[Any], torch.Tensor]
-ForwardFn = Callable[[Any, torch.Tensor], torch.Tensor]
-
-
-def default_inputs(batch: Any) -> torch.Tensor:
-    """The model's inputs in a batch: the batch itself, its first entry, or ``"x"``/``"input(s)"``."""
-    if isinstance(batch, torch.Tensor):
-        return batch
-    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
-        return batch[0]
-    if isinstance(batch, dict):
-        for key in ("x", "input", "inputs"):
-            if isinstance(batch.get(key), torch.Tensor):
-                return batch[key]
-    raise ConfigurationError("JacobianSpectrum cannot find the inputs in the batch: pass input_fn(batch) -> inputs")
-
 
 class JacobianSpectrum(DynamicsCallback):
     """Singular values of the model's input–output Jacobian on probe inputs (module docstring).
@@ -115,7 +99,7 @@ class JacobianSpectrum(DynamicsCallback):
             raise ConfigurationError(f"`max_matvecs` ({max_matvecs}) must be at least `k` ({k})")
         self.probe_size, self.k, self.method, self.tol, self.max_matvecs = probe_size, k, method, tol, max_matvecs
         self.num_probes, self.density_runs, self.density_steps = num_probes, density_runs, density_steps
-        self.input_fn = input_fn or default_inputs
+        self.input_fn = input_fn or functools.partial(batch_inputs, owner="JacobianSpectrum")
         self.forward_fn = forward_fn
         self.inputs: Optional[torch.Tensor] = None
         self.previous: Optional[EigenResult] = None

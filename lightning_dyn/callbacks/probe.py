@@ -24,6 +24,10 @@ from ..curvature.sharded import ShardedHessianOperator, sharded_model
 from .compat import ConfigurationError
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
+#: ``input_fn(batch) -> inputs`` and ``forward_fn(pl_module, inputs) -> outputs`` of the callbacks
+#: that measure the model's input–output map
+InputFn = Callable[[Any], torch.Tensor]
+ForwardFn = Callable[[Any, torch.Tensor], torch.Tensor]
 
 
 def probe_set(trainer: Any, pl_module: Any, probe_size: Optional[int], *, seed: int, default_size: int,
@@ -43,6 +47,19 @@ def probe_set(trainer: Any, pl_module: Any, probe_size: Optional[int], *, seed: 
         raise ConfigurationError(f"{owner}: {err}") from None
     rank_zero_info(f"{owner}: probe set of {probe.description}")
     return probe
+
+
+def batch_inputs(batch: Any, *, owner: str) -> torch.Tensor:
+    """The model's inputs in a batch: the batch itself, its first entry, or ``"x"``/``"input(s)"``."""
+    if isinstance(batch, torch.Tensor):
+        return batch
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
+        return batch[0]
+    if isinstance(batch, dict):
+        for key in ("x", "input", "inputs"):
+            if isinstance(batch.get(key), torch.Tensor):
+                return batch[key]
+    raise ConfigurationError(f"{owner} cannot find the inputs in the batch: pass input_fn(batch) -> inputs")
 
 
 def canonical_order(*tensors: torch.Tensor) -> torch.Tensor:

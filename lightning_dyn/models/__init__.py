@@ -7,6 +7,7 @@ from .mlp import SquaredLossMLP
 from .neural_dde import NeuralDDE
 from .neural_ode import AugmentedNeuralODE, NeuralODE
 from .regressor import ContinuousDepthRegressor
+from .surface_regressor import SurfaceRegressor
 from .kuramoto import KuramotoNetwork, order_parameter, time_averaged_order_parameter
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "NeuralDDE",
     "NeuralODE",
     "SquaredLossMLP",
+    "SurfaceRegressor",
     "order_parameter",
     "time_averaged_order_parameter",
 ]

@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 
 from torch.nn import functional as F
 
-from lightning_dyn import (EdgeOfStability, GradientExplosionMonitor, HessianSettings, HessianSharpness,
+from lightning_dyn import (CriticalPoints, EdgeOfStability, GradientExplosionMonitor, HessianSettings, HessianSharpness,
                            JacobianSpectrum, SGDLyapunov)
 
 
@@ -42,6 +42,12 @@ class ContractEntry:
     #: once ``going_nan()`` is true (instead of a loss going NaN), or ``None`` with the reason to skip
     nan_after: Optional[Callable[[Callable[[], bool]], dict[str, Any]]] = None
     nan_skip_reason: str = ""
+
+
+def first_logit(module: Any, x: Any) -> Any:
+    """A scalar map of the contract's classifier: its first logit (a module-level function, so DDP
+    spawn can pickle the callback)."""
+    return module(x)[:, 0]
 
 
 SETTINGS = {f.name for f in fields(HessianSettings)}
@@ -140,5 +146,21 @@ ENTRIES = [
         ddp_kwargs={"probe_size": 256},
         unservable=({"input_fn": lambda batch: batch[1]}, "floating-point"),
         nan_after=lambda going_nan: {"forward_fn": lambda m, x: m(x) * float("nan") if going_nan() else m(x)},
+    ),
+    ContractEntry(
+        name="CriticalPoints",
+        # the first logit on the 64 pixel inputs, searched on the bounding box of the probe set: a
+        # small search (16 starts, 6 Newton iterations of 65 backward passes each) on a real map
+        factory=lambda **kw: CriticalPoints(**{"every_n_steps": 4, "forward_fn": first_logit, "starts": 16,
+                                                "max_iter": 6, **kw}),
+        tags=("dyn/critical_points_min_grad_norm", "dyn/critical_points", "dyn/critical_points_index_0",
+              "dyn/critical_points_degenerate", "dyn/cost/CriticalPoints_backward_passes"),
+        bad_kwargs=[({"every_n_steps": 0}, "every_n_steps"), ({"box": [(1.0, -1.0)]}, "box"), ({"starts": 0}, "starts"),
+                    ({"max_iter": 0}, "max_iter"), ({"degeneracy_tol": 0.0}, "degeneracy_tol"),
+                    ({"probe_size": -2}, "probe_size"), ({"figure": "yes"}, "figure")],
+        ddp_tag="dyn/critical_points_min_grad_norm",
+        accepts_loss_fn=False,
+        unservable=({"forward_fn": None}, "scalar map"),
+        nan_after=lambda going_nan: {"forward_fn": lambda m, x: m(x)[:, 0] * float("nan") if going_nan() else m(x)[:, 0]},
     ),
 ]

@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from tests.examples import ROOT, load_example
 from tests.readme import readme_numbers
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
 def test_a_1d_flow_cannot_negate_and_an_augmented_one_can(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    out = _load("ode_embedding").main(steps=300)
+    out = load_example("ode_embedding").main(steps=300)
     (floor,) = readme_numbers("A 1-D `NeuralODE` stalls at MSE {n}")
     (augmented,) = readme_numbers("one extra dimension reaches {n}")
     assert out["floor"] == pytest.approx(0.343915, abs=1e-6)  # mean(x²) on 64 points of [−1, 1]
@@ -43,7 +34,7 @@ def test_dde_memory_table_as_in_the_readme(tmp_path, monkeypatch):
     header = readme_numbers("| K·τ | {n} | {n} | {n} | {n} | {n} |")
     sup = readme_numbers("| sup-error | {n} | {n} | {n} | {n} | {n} |")
     mse = readme_numbers("| MSE | {n} | {n} | {n} | {n} | {n} |")
-    results = _load("dde_memory").main(k_taus=tuple(header))
+    results = load_example("dde_memory").main(k_taus=tuple(header))
     for k_tau, want_sup, want_mse in zip(header, sup, mse):
         got_sup, got_mse = results[k_tau]
         assert got_sup == pytest.approx(want_sup, abs=2e-3), k_tau  # printed to 1e-3

@@ -3,22 +3,16 @@ minimum stays below the predicted critical learning rate and is thrown off above
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
+from tests.examples import load_example
 from tests.readme import readme_numbers
 
 
 @pytest.mark.slow
 def test_sgd_stability_example(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    path = Path(__file__).parents[2] / "examples" / "sgd_stability.py"
-    spec = importlib.util.spec_from_file_location("sgd_stability", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    out = module.main()
+    out = load_example("sgd_stability").main()
     r = out["result"]
     (below_moved, below_worst), (above_moved, above_worst) = out["restarts"][0.8], out["restarts"][1.25]
     # the README's numbers, each within one unit of the digit it is printed to

@@ -23,7 +23,6 @@ import torch
 from lightning.pytorch.strategies import ModelParallelStrategy
 from torch import nn
 from torch.distributed.fsdp import fully_shard
-from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_dyn import EdgeOfStability, HessianSettings, GradientExplosionMonitor, HessianSharpness, JacobianSpectrum
