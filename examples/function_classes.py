@@ -62,7 +62,7 @@ def fit(architecture: str, target: str, steps: int = 400, step_size: float = 0.1
     model = SurfaceRegressor(architecture, width=WIDTH[architecture], step_size=step_size)
     before = classify_architecture(model)
     data = SurfaceDataModule(target)
-    monitor = CriticalPoints(every_n_steps=100, box=BOX, starts=32, max_iter=30)
+    monitor = CriticalPoints(every_n_steps=200, box=BOX, starts=32, max_iter=30)
     trainer = pl.Trainer(max_steps=steps, callbacks=[monitor],
                          logger=TensorBoardLogger("runs", name="function_classes", version=f"{target}_{architecture}"),
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

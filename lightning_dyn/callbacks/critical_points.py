@@ -5,7 +5,9 @@ the points of an input box where ``∇ₓf = 0`` (``lightning_dyn.function_class
 Newton on the input gradient with input Hessians, in float64 on a copy of the parameters, warm
 started from the last measurement's critical points) and logs how many there are by Morse index —
 ``dyn/critical_points_index_0`` minima, ``…_index_<n>`` maxima, saddles between — with
-``dyn/critical_points`` (all), ``dyn/critical_points_degenerate`` (a singular input Hessian),
+``dyn/critical_points`` (all; a lower bound), ``dyn/critical_points_estimated`` (how many the
+starts' hit counts suggest: above the count, the search looks incomplete — raise ``starts``),
+``dyn/critical_points_degenerate`` (a singular input Hessian),
 ``dyn/critical_points_min_grad_norm`` (the smallest ``‖∇ₓf‖`` seen on the box: the evidence when
 none is found) and ``dyn/critical_points_min_abs_eigenvalue`` (how close the nearest one is to
 degenerate). With a TensorBoard logger, a figure of the map with its critical points
@@ -85,6 +87,8 @@ class CriticalPoints(DynamicsCallback):
         return {"critical points by Morse index (index_0: minima, index_n: maxima, between: saddles)":
                 ["dyn/critical_points"] + [f"dyn/critical_points_index_{i}" for i in range(n + 1)]
                 + ["dyn/critical_points_degenerate"],
+                "critical points found, and how many the basins' hit counts suggest (Chao1; above: search "
+                "incomplete)": ["dyn/critical_points", "dyn/critical_points_estimated"],
                 "smallest ‖∇ₓf‖ on the box (≈ 0 at a critical point; > 0: the evidence that there is none)":
                 ["dyn/critical_points_min_grad_norm"],
                 "smallest |eigenvalue| of the input Hessian at a critical point (0: degenerate)":
@@ -179,7 +183,7 @@ class CriticalPoints(DynamicsCallback):
         result = find_critical_points(self._map(pl_module), self.box, starts=self.starts, init=self.previous,
                                       max_iter=self.max_iter, degeneracy_tol=self.degeneracy_tol, seed=self.seed)
         self.previous, self.last_search = result.points, result
-        scalars = {"dyn/critical_points": float(result.count),
+        scalars = {"dyn/critical_points": float(result.count), "dyn/critical_points_estimated": result.estimated_count,
                    "dyn/critical_points_degenerate": float(result.degenerate.sum()),
                    "dyn/critical_points_min_grad_norm": result.min_grad_norm}
         scalars.update({f"dyn/critical_points_index_{i}": float(c) for i, c in result.counts_by_index().items()})

@@ -49,7 +49,7 @@ def test_a_known_saddle_is_counted_with_its_index_and_shown(tmp_path):
                 h["dyn/critical_points_index_2"], h["dyn/critical_points_degenerate"]) == (1, 1, 0, 0, 0)
         assert h["dyn/critical_points_min_abs_eigenvalue"] == pytest.approx(
             4 * math.tanh(1.0) / math.cosh(1.0) ** 2, rel=1e-9)
-        assert h["dyn/critical_points_min_grad_norm"] < 1e-12
+        assert h["dyn/critical_points_min_grad_norm"] < 1e-12 and h["dyn/critical_points_estimated"] == 1
     assert callback.last_search.points.abs().max() < 1e-12
     acc = EventAccumulator(logger.log_dir, size_guidance={"images": 0, "scalars": 0, "tensors": 0})
     acc.Reload()

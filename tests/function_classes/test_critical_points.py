@@ -43,6 +43,8 @@ def test_closed_form_extrema_and_saddles_of_an_mlp(signs, index):
     # the certificate: a vanishing gradient and a vanishing Newton step
     assert float(result.grad_norm[0]) < 1e-12 and float(result.newton_step[0]) < 1e-12
     assert net[0].weight.dtype == torch.float32  # searched on a float64 copy, the module untouched
+    # every converging start reached the one point: the search looks complete
+    assert int(result.hits.sum()) == result.converged > 10 and result.estimated_count == 1
 
 
 def test_closed_form_saddle_of_an_augmented_neural_ode():
@@ -129,10 +131,13 @@ def test_no_critical_points_for_a_neural_ode_on_its_input_space():
         assert result.count == 0 and result.min_grad_norm > 1e-6
 
 
-def test_augmented_mlps_have_critical_points_and_generic_weights_make_them_non_degenerate():
+@pytest.mark.parametrize("widths", [(2, 8, 1), (2, 4, 3, 4, 1)])
+def test_augmented_mlps_have_critical_points_and_generic_weights_make_them_non_degenerate(widths):
+    """2–4–3–4–1 has a layer narrower than its neighbours, but not narrower than the input: no
+    bottleneck in the theorem's sense, and generic weights give non-degenerate critical points."""
     found = 0
     for seed in range(12):
-        net = _random_mlp((2, 8, 1), seed, gain=4.0)
+        net = _random_mlp(widths, seed, gain=4.0)
         assert classify_architecture(net).case == "morse"
         result = find_critical_points(net, [(-3.0, 3.0)] * 2, starts=96, max_iter=40)
         found += result.count
