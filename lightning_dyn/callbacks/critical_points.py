@@ -29,6 +29,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from ..function_classes import CriticalPointSearch, classify_architecture, find_critical_points
@@ -148,6 +149,12 @@ class CriticalPoints(DynamicsCallback):
             low, high = inputs.min(dim=0).values, inputs.max(dim=0).values
             self.box = [(float(a), float(b) if b > a else float(a) + 1.0) for a, b in zip(low, high)]
         self.dim = len(self.box)
+        if self.dim > 16:
+            starts = self.starts or 64 * self.dim
+            rank_zero_warn(f"CriticalPoints on {self.dim} inputs: each search costs about "
+                           f"{self.max_iter * (self.dim + 2)} passes over {starts} points (one Hessian row per input); "
+                           "it is meant for maps of a few inputs — a forward_fn can restrict the model to a plane "
+                           "or line through the data")
         pl_module.eval()  # restored by the hygiene around prepare()
         probe = torch.tensor([[(a + b) / 2 for a, b in self.box]] * 2, dtype=_dtype(pl_module),
                              device=pl_module.device)
