@@ -11,11 +11,12 @@ starts' hit counts suggest: above the count, the search looks incomplete — rai
 ``dyn/critical_points_min_grad_norm`` (the smallest ``‖∇ₓf‖`` seen on the box: the evidence when
 none is found) and ``dyn/critical_points_min_abs_eigenvalue`` (how close the nearest one is to
 degenerate). With a TensorBoard logger, a figure of the map with its critical points
-(``dyn/critical_points_map``, 1-D and 2-D inputs) at every measurement, and once, as text
-(``dyn/function_class``), which case of the theorem of Kuehn & Kuntz (arXiv:2405.09351) the
-architecture is in: no critical points possible (non-increasing widths; a neural ODE on its input
-space), Morse for generic weights (augmented, no bottleneck), or degenerate critical points possible
-(a bottleneck).
+(``dyn/critical_points_map``, 1-D and 2-D inputs) at every measurement, and as text
+(``dyn/function_class``, at the first measurement and whenever it changes: training can drive a
+weight to numerical rank deficiency) which case of the theorem of Kuehn & Kuntz (arXiv:2405.09351)
+the architecture is in with its current weights: no critical points possible (non-increasing
+widths; a neural ODE on its input space), Morse for generic weights (augmented, no bottleneck), or
+degenerate critical points possible (a bottleneck, a rank-deficient weight).
 
 The box is by default the bounding box of the training inputs (``probe_size`` samples drawn once by
 a private generator). Every rank searches the same box with the same starts and the same weights,
@@ -132,7 +133,8 @@ class CriticalPoints(DynamicsCallback):
         self.previous: Optional[torch.Tensor] = None
         #: the last search (a ``CriticalPointSearch``: points, indices, eigenvalues, certificates)
         self.last_search: Optional[CriticalPointSearch] = None
-        self._classification_written = False
+        #: the case last written as text (a case changes when training makes a weight rank-deficient)
+        self._written_case: Optional[str] = None
 
     # -- setup ------------------------------------------------------------------------------------
     def prepare(self, trainer: Any, pl_module: Any) -> None:
@@ -190,6 +192,7 @@ class CriticalPoints(DynamicsCallback):
         result = find_critical_points(self._map(pl_module), self.box, starts=self.starts, init=self.previous,
                                       max_iter=self.max_iter, degeneracy_tol=self.degeneracy_tol, seed=self.seed)
         self.previous, self.last_search = result.points, result
+        self.function_class = classify_architecture(self._network(pl_module))  # with the current weights' ranks
         scalars = {"dyn/critical_points": float(result.count), "dyn/critical_points_estimated": result.estimated_count,
                    "dyn/critical_points_degenerate": float(result.degenerate.sum()),
                    "dyn/critical_points_min_grad_norm": result.min_grad_norm}
@@ -202,11 +205,11 @@ class CriticalPoints(DynamicsCallback):
         writer = self.tensorboard(trainer)
         if writer is None:
             return
-        assert self.function_class is not None and self.box is not None
-        if not self._classification_written:
-            writer.add_text("dyn/function_class", f"**{self.function_class.case.replace('_', ' ')}** — "
+        assert self.box is not None and self.function_class is not None
+        if self.function_class.case != self._written_case:
+            writer.add_text("dyn/function_class", f"step {step}: **{self.function_class.case.replace('_', ' ')}** — "
                             f"{self.function_class.reason}", step)
-            self._classification_written = True
+            self._written_case = self.function_class.case
         if not self.figure or self.dim not in (1, 2):
             return
         search = result.extra["result"]

@@ -92,3 +92,25 @@ def test_a_box_of_the_wrong_dimension_fails_before_training(tmp_path):
         _fit(_saddle_model(), [callback], False, steps=2)
     with pytest.raises(ConfigurationError, match="not a submodule"):
         _fit(_saddle_model(), [CriticalPoints(network="body")], False, steps=2)
+
+
+def test_a_weight_that_becomes_rank_deficient_changes_the_case_and_says_so(tmp_path):
+    """Training can collapse a weight (the README's narrow MLP on the saddle drives W₁ to rank 1 at
+    float32 precision); here the collapse is made by hand between two measurements."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    class Collapse(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step == 5:
+                with torch.no_grad():
+                    pl_module.net[0].weight[1] = 2 * pl_module.net[0].weight[0]
+
+    logger = TensorBoardLogger(tmp_path, default_hp_metric=False)
+    callback = CriticalPoints(every_n_steps=4, box=[(-1.0, 1.0), (-1.0, 1.0)], starts=16, max_iter=10, figure=False)
+    _fit(SurfaceRegressor("narrow_mlp", lr=0.0), [Collapse(), callback], logger, steps=12)
+    acc = EventAccumulator(logger.log_dir, size_guidance={"tensors": 0})
+    acc.Reload()
+    texts = [(e.step, e.tensor_proto.string_val[0].decode()) for e in acc.Tensors("dyn/function_class/text_summary")]
+    assert [step for step, _ in texts] == [4, 8]  # written when the case changes, not at every measurement
+    assert "no critical points" in texts[0][1]
+    assert "degenerate" in texts[1][1] and "bottleneck at the weight of layer 0 (Linear 2→2), of rank 1" in texts[1][1]
