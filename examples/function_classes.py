@@ -34,7 +34,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from lightning_dyn import CriticalPoints, classify_architecture
 from lightning_dyn.data import SurfaceDataModule
-from lightning_dyn.data.surfaces import SURFACES
+from lightning_dyn.data.surfaces import CRITICAL_POINTS, SURFACES
+from lightning_dyn.function_classes.critical_points import morse_kind
 from lightning_dyn.models import SurfaceRegressor
 
 ARCHITECTURES = {"narrow_mlp": "(a) MLP 2–2–2–1", "wide_mlp": "(b) MLP 2–32–1", "ode": "(c) NeuralODE on ℝ²",
@@ -72,14 +73,13 @@ def fit(architecture: str, target: str, steps: int = 400, step_size: float = 0.1
     with torch.no_grad():
         mse = float(((model(x) - y) ** 2).mean())
     # the callback's fit-end search: critical points of the trained map, with index and certificate
-    return {"mse": mse, "sup": sup_error(model, target), "before": before, "after": classify_architecture(model),
-            "search": monitor.last_search}
+    return {"mse": mse, "sup": sup_error(model, target), "before": before, "search": monitor.last_search}
 
 
 def main(steps: int = 400, step_size: float = 0.125) -> dict:
-    results = {(t, a): fit(a, t, steps, step_size) for t in ("saddle", "peak") for a in ARCHITECTURES}
-    for target, wanted in (("saddle", "a saddle (index 1) at 0"), ("peak", "a maximum (index 2) at 0")):
-        print(f"\n{target}: {wanted}")
+    results = {(t, a): fit(a, t, steps, step_size) for t in CRITICAL_POINTS for a in ARCHITECTURES}
+    for target, (where, index) in CRITICAL_POINTS.items():
+        print(f"\n{target}: a {morse_kind(index, 2)} (index {index}) at {where}")
         print(f"  {'architecture':30s} {'theorem':20s} {'MSE':>9s} {'sup error':>9s}  critical points found")
         for architecture, name in ARCHITECTURES.items():
             r = results[(target, architecture)]

@@ -22,6 +22,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .dynamics.edge_of_stability import REGIMES
+from .function_classes.critical_points import describe_counts
 
 Series = dict[str, list[tuple[int, float]]]
 
@@ -215,22 +216,16 @@ def summarize_critical_points(series: Series) -> str:
     if not count:
         return ""
 
+    indices = sorted(int(tag.rsplit("_", 1)[1]) for tag in series if tag.startswith("dyn/critical_points_index_"))
+
     def at(step: int) -> str:
-        indices = sorted(int(tag.rsplit("_", 1)[1]) for tag in series if tag.startswith("dyn/critical_points_index_"))
-        n = max(indices, default=0)
-        kinds = {0: "minimum", n: "maximum"}
-        parts = []
-        for i in indices:
-            c = int(dict(series[f"dyn/critical_points_index_{i}"]).get(step, 0))
-            if c:
-                parts.append(f"{c} {kinds.get(i, f'saddle (index {i})')}")
+        counts = {i: int(dict(series[f"dyn/critical_points_index_{i}"]).get(step, 0)) for i in indices}
         degenerate = int(dict(series.get("dyn/critical_points_degenerate", [])).get(step, 0))
-        if degenerate:
-            parts.append(f"{degenerate} degenerate")
-        if not parts:
-            grad = dict(series.get("dyn/critical_points_min_grad_norm", [])).get(step)
-            return "none" + (f" (smallest ‖∇ₓf‖ {grad:.3g})" if grad is not None else "")
-        return ", ".join(parts)
+        text = describe_counts(counts, max(indices, default=0), degenerate)
+        if text:
+            return text
+        grad = dict(series.get("dyn/critical_points_min_grad_norm", [])).get(step)
+        return "none" + (f" (smallest ‖∇ₓf‖ {grad:.3g})" if grad is not None else "")
 
     first, last = count[0][0], count[-1][0]
     text = f"critical points of the map at step {first}: {at(first)}"

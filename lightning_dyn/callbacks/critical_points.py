@@ -158,7 +158,7 @@ class CriticalPoints(DynamicsCallback):
                            "it is meant for maps of a few inputs — a forward_fn can restrict the model to a plane "
                            "or line through the data")
         pl_module.eval()  # restored by the hygiene around prepare()
-        probe = torch.tensor([[(a + b) / 2 for a, b in self.box]] * 2, dtype=_dtype(pl_module),
+        probe = torch.tensor([[(a + b) / 2 for a, b in self.box]] * 2, dtype=pl_module.dtype,
                              device=pl_module.device)
         try:
             with torch.no_grad():
@@ -217,17 +217,12 @@ class CriticalPoints(DynamicsCallback):
         mesh = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, self.dim)
         with self.hygiene(pl_module), torch.no_grad():
             pl_module.eval()
-            x = torch.as_tensor(mesh, dtype=_dtype(pl_module), device=pl_module.device)
+            x = torch.as_tensor(mesh, dtype=pl_module.dtype, device=pl_module.device)
             values = self._map(pl_module)(x).reshape(-1).double().cpu().numpy()
         values = values.reshape([len(a) for a in axes])
-        verdict = {"no_critical_points": "architecture: no critical points possible",
-                   "morse": "architecture: Morse for generic weights",
-                   "degenerate": "architecture: degenerate critical points possible",
-                   "constant": "architecture: constant map",
-                   "not_covered": "architecture: outside the theorem"}[self.function_class.case]
         add_figure(writer, "dyn/critical_points_map",
-                   critical_points_figure(axes, values, search.points.numpy(), search.index.numpy(),
-                                          search.degenerate.numpy(), step=step, verdict=verdict), step)
+                   critical_points_figure(axes, values, search.points.numpy(), search.kinds, step=step,
+                                          verdict=f"architecture: {self.function_class.headline}"), step)
 
     # -- state --------------------------------------------------------------------------------------
     @property
@@ -241,6 +236,3 @@ class CriticalPoints(DynamicsCallback):
         previous = state["previous"]
         self.previous = None if previous is None else torch.tensor(previous, dtype=torch.float64)
 
-
-def _dtype(module: nn.Module) -> torch.dtype:
-    return next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.get_default_dtype())

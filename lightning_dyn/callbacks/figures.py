@@ -145,11 +145,11 @@ CRITICAL_POINT_STYLE = {"minimum": ("o", "tab:blue"), "saddle": ("X", "black"), 
                         "degenerate": ("s", "tab:orange")}
 
 
-def critical_points_figure(grid: Sequence[np.ndarray], values: np.ndarray, points: np.ndarray, index: np.ndarray,
-                           degenerate: np.ndarray, *, step: int, verdict: str) -> Any:
+def critical_points_figure(grid: Sequence[np.ndarray], values: np.ndarray, points: np.ndarray, kinds: Sequence[str],
+                           *, step: int, verdict: str) -> Any:
     """The map on its box — a curve for one input, filled contours for two — with its critical
-    points marked by kind (minimum, saddle, maximum, degenerate); ``verdict`` is the architecture's
-    case in a few words, shown in the title."""
+    points marked by their ``kinds`` (minimum, saddle, maximum, degenerate); ``verdict`` is the
+    architecture's case in a few words, shown in the title."""
     n = len(grid)
     fig = Figure(figsize=(6.5, 4.8) if n == 2 else (7, 4))
     ax = fig.subplots()
@@ -159,14 +159,10 @@ def critical_points_figure(grid: Sequence[np.ndarray], values: np.ndarray, point
         filled = ax.contourf(grid[0], grid[1], values.T, levels=30, cmap="viridis")
         fig.colorbar(filled, ax=ax, label="f(x)")
     for kind, (marker, colour) in CRITICAL_POINT_STYLE.items():
-        if kind == "degenerate":
-            keep = degenerate
-        else:
-            wanted = {"minimum": index == 0, "maximum": index == n, "saddle": (index > 0) & (index < n)}[kind]
-            keep = wanted & ~degenerate
+        keep = np.asarray([k == kind for k in kinds], dtype=bool)
         if keep.any():
             y = points[keep, 1] if n == 2 else np.interp(points[keep, 0], grid[0], values)
-            ax.plot(points[keep, 0], y, marker, color=colour, ms=10, mec="white", ls="none",
+            ax.plot(points[keep, 0], y, marker, color=colour, ms=14 if marker == "*" else 10, mec="white", ls="none",
                     label=f"{kind} ({int(keep.sum())})")
     if not len(points):
         ax.plot([], [], " ", label="no critical point in the box")

@@ -50,6 +50,10 @@ from ..models.neural_ode import FIXED_STEP, AugmentedNeuralODE, NeuralODE
 
 Case = Literal["no_critical_points", "morse", "degenerate", "constant", "not_covered"]
 
+#: each case in a few words
+HEADLINES = {"no_critical_points": "no critical points possible", "morse": "Morse for generic weights",
+             "degenerate": "degenerate critical points possible", "constant": "a constant map",
+             "not_covered": "outside the theorem"}
 #: strictly increasing activations with σ' > 0 everywhere and twice differentiable
 SMOOTH_INCREASING = (nn.Tanh, nn.Sigmoid, nn.Softplus, nn.LogSigmoid, nn.Identity)
 #: σ' > 0 wherever it exists, but not twice differentiable (the Morse statement needs C²)
@@ -79,6 +83,11 @@ class FunctionClass:
     input_dim: Optional[int]
     dims: tuple[int, ...]
     reason: str
+
+    @property
+    def headline(self) -> str:
+        """The case in a few words (``"Morse for generic weights"``)."""
+        return HEADLINES[self.case]
 
     @property
     def critical_points_possible(self) -> bool:
@@ -225,7 +234,7 @@ def _verdict(architecture: str, dims: list[int], places: list[str], kinked: Opti
 
 def _classify_ode(layers: list[tuple[str, nn.Module]]) -> FunctionClass:
     index = next(i for i, (_, m) in enumerate(layers) if isinstance(m, NeuralODE))
-    name, ode = layers[index]
+    _, ode = layers[index]
     before, after = layers[:index], layers[index + 1:]
     augmented = isinstance(ode, AugmentedNeuralODE)
     architecture = "augmented neural ODE" if augmented else "neural ODE"
@@ -239,23 +248,21 @@ def _classify_ode(layers: list[tuple[str, nn.Module]]) -> FunctionClass:
     if len(readout) != 1 or not isinstance(readout[0][1], nn.Linear) or readout[0][1].out_features != 1:
         kinds = [type(m).__name__ for _, m in readout] or ["none"]
         return _not_covered(architecture, f"read-out {kinds}: the theorem needs one affine read-out nn.Linear(·, 1)")
-    read_in = before[0][1].weight.detach().double() if before else None
+    # composed in the weights' own dtype, so ranks are judged at their precision (as for an MLP)
+    read_in = before[0][1].weight.detach() if before else None
+    lam = readout[0][1].weight.detach()
     if augmented:
         if ode.channel_dim != -1:
             return _not_covered(architecture, "an AugmentedNeuralODE over channels of images: the theorem is about "
                                 "vector inputs")
-        if read_in is not None:
-            n = read_in.shape[0]
-        else:  # the default read-out keeps the input's own n channels
-            n = readout[0][1].in_features - (ode.augment_dims if ode.readout is not None else 0)
-        embed = torch.cat([torch.eye(n, dtype=torch.float64), torch.zeros(ode.augment_dims, n, dtype=torch.float64)])
-        A = embed if read_in is None else embed @ read_in
-        lam = readout[0][1].weight.detach().double()
-        if ode.readout is None:  # the default read-out keeps the first n channels
-            lam = torch.cat([lam, torch.zeros(1, ode.augment_dims, dtype=torch.float64)], dim=1)
+        # the ODE's input channels: the read-in's rows, else what the read-out sees of them
+        k = read_in.shape[0] if read_in is not None else lam.shape[1] - (ode.augment_dims if ode.readout is not None else 0)
+        embed = torch.cat([torch.eye(k, dtype=lam.dtype), torch.zeros(ode.augment_dims, k, dtype=lam.dtype)])
+        A = embed if read_in is None else embed.to(read_in.dtype) @ read_in
+        if ode.readout is None:  # the default read-out keeps the first k channels
+            lam = torch.cat([lam, lam.new_zeros(1, ode.augment_dims)], dim=1)
     else:
-        A = read_in if read_in is not None else torch.eye(readout[0][1].in_features, dtype=torch.float64)
-        lam = readout[0][1].weight.detach().double()
+        A = read_in if read_in is not None else torch.eye(lam.shape[1], dtype=lam.dtype)
     m, n = A.shape
     if lam.shape[1] != m:
         return _not_covered(architecture, f"the read-out takes {lam.shape[1]} inputs from a {m}-dimensional phase space")

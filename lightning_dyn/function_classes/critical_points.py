@@ -61,6 +61,24 @@ from torch.func import functional_call
 Box = Sequence[Sequence[float]]
 
 
+def morse_kind(index: int, n: int) -> str:
+    """``"minimum"`` (index 0), ``"maximum"`` (index ``n``) or ``"saddle"`` (between)."""
+    return "minimum" if index == 0 else "maximum" if index == n else "saddle"
+
+
+def describe_counts(counts_by_index: dict[int, int], n: int, degenerate: int = 0) -> str:
+    """``"2 minima, 1 saddle of index 1, 1 degenerate"`` from Morse index → count (``""`` if none)."""
+    plural = {"minimum": "minima", "maximum": "maxima", "saddle": "saddles"}
+    parts = []
+    for i, c in sorted(counts_by_index.items()):
+        if c:
+            kind = morse_kind(i, n)
+            parts.append(f"{c} {kind if c == 1 else plural[kind]}" + (f" of index {i}" if kind == "saddle" else ""))
+    if degenerate:
+        parts.append(f"{degenerate} degenerate")
+    return ", ".join(parts)
+
+
 @dataclass
 class CriticalPointSearch:
     """What :func:`find_critical_points` found.
@@ -125,6 +143,12 @@ class CriticalPointSearch:
         f1, f2 = int((self.hits == 1).sum()), int((self.hits == 2).sum())
         return self.count + f1 * (f1 - 1) / (2 * (f2 + 1))
 
+    @property
+    def kinds(self) -> list[str]:
+        """The kind of each point — ``"minimum"``, ``"saddle"``, ``"maximum"`` or ``"degenerate"``."""
+        n = self.box.shape[0]
+        return ["degenerate" if d else morse_kind(int(i), n) for i, d in zip(self.index, self.degenerate)]
+
     def counts_by_index(self) -> dict[int, int]:
         """Morse index → number of non-degenerate critical points with it (degenerate ones apart)."""
         keep = ~self.degenerate
@@ -136,14 +160,8 @@ class CriticalPointSearch:
             where = ", ".join(f"{v:.3g}" for v in self.min_grad_point.tolist())
             return (f"no critical point found in the box from {self.starts} starts ({self.iterations} Newton "
                     f"iterations): smallest ‖∇ₓf‖ = {self.min_grad_norm:.3g} at ({where})")
-        n = self.box.shape[0]
-        names = {0: ("minimum", "minima"), n: ("maximum", "maxima")}
-        parts = [f"{c} {names.get(i, (f'saddle of index {i}', f'saddles of index {i}'))[c != 1]}"
-                 for i, c in self.counts_by_index().items() if c]
-        degenerate = int(self.degenerate.sum())
-        if degenerate:
-            parts.append(f"{degenerate} degenerate")
-        text = (f"{self.count} critical point{'s' if self.count != 1 else ''}: {', '.join(parts)} "
+        counts = describe_counts(self.counts_by_index(), self.box.shape[0], int(self.degenerate.sum()))
+        text = (f"{self.count} critical point{'s' if self.count != 1 else ''}: {counts} "
                 f"(max ‖∇ₓf‖ {float(self.grad_norm.max()):.1e})")
         if self.estimated_count >= self.count + 1:
             text += (f"; {int((self.hits == 1).sum())} reached by a single start: more starts would likely find more "
@@ -289,9 +307,8 @@ def find_critical_points(
         if not bool(active.any()):
             break
         iterations += 1
-        step = newton
+        step = newton * (radius / newton.norm(dim=1).clamp_min(torch.finfo(work).tiny)).clamp(max=1.0).unsqueeze(1)
         length = step.norm(dim=1)
-        step = step * (radius / length.clamp_min(torch.finfo(work).tiny)).clamp(max=1.0).unsqueeze(1)
         trial = torch.where(active.unsqueeze(1), x + step, x)
         t_value, t_grad, t_hessian = _derivatives(scalar, trial)
         t_norm = t_grad.norm(dim=1)
@@ -300,8 +317,8 @@ def find_critical_points(
         if float(seen.min()) < min_norm:
             min_norm, min_point = float(seen.min()), trial[int(seen.argmin())].clone()
         previous = torch.where(better, last, previous)
-        last = torch.where(better, step.norm(dim=1), last)
-        radius = torch.where(better, torch.maximum(radius, 2 * step.norm(dim=1)).clamp(max=0.1 * diagonal),
+        last = torch.where(better, length, last)
+        radius = torch.where(better, torch.maximum(radius, 2 * length).clamp(max=0.1 * diagonal),
                              torch.where(active, radius / 2, radius))
         keep = better.unsqueeze(1)
         x = torch.where(keep, trial, x)
@@ -312,30 +329,28 @@ def find_critical_points(
 
     final_step = _newton_step(grad, hessian).norm(dim=1)
     converged = finite & (norm <= tol) & (final_step <= step_tol * diagonal) & inside(x)
-    order = torch.argsort(norm.masked_fill(~converged, math.inf))
+    by_norm = torch.argsort(norm.masked_fill(~converged, math.inf))
     chosen: list[int] = []
     hits: dict[int, int] = {}  # starts that converged to each point
-    for i in order.tolist()[:int(converged.sum())]:
+    for i in by_norm.tolist()[:int(converged.sum())]:
         near = next((j for j in chosen if float((x[i] - x[j]).norm()) <= merge), None)
         if near is None:
             chosen.append(i)
             hits[i] = 1
         else:
             hits[near] += 1
-    # ordered by index, then lexicographically by position
-    if chosen:
-        lam_all = torch.linalg.eigvalsh(hessian[chosen])
-        zero_all = degeneracy_tol * lam_all.abs().amax(dim=1, keepdim=True)
-        index_all = (lam_all < -zero_all).sum(dim=1)
-        rank = sorted(range(len(chosen)), key=lambda k: (int(index_all[k]), x[chosen[k]].tolist()))
-        chosen = [chosen[k] for k in rank]
     pick = torch.as_tensor(chosen, dtype=torch.long, device=device)
     lam = torch.linalg.eigvalsh(hessian[pick]) if chosen else hessian.new_zeros(0, n)
     zero = degeneracy_tol * lam.abs().amax(dim=1, keepdim=True)
+    index = (lam < -zero).sum(dim=1)
+    # ordered by index, then lexicographically by position
+    order = sorted(range(len(chosen)), key=lambda k: (int(index[k]), x[chosen[k]].tolist()))
+    sel = torch.as_tensor(order, dtype=torch.long, device=device)
+    pick, lam, zero, index = pick[sel], lam[sel], zero[sel], index[sel]
     return CriticalPointSearch(
-        points=x[pick].cpu(), values=value[pick].cpu(), eigenvalues=lam.cpu(), index=(lam < -zero).sum(dim=1).cpu(),
+        points=x[pick].cpu(), values=value[pick].cpu(), eigenvalues=lam.cpu(), index=index.cpu(),
         nullity=(lam.abs() <= zero).sum(dim=1).cpu(), grad_norm=norm[pick].cpu(), newton_step=final_step[pick].cpu(),
-        contraction=(last / previous)[pick].cpu(), hits=torch.tensor([hits[i] for i in chosen], dtype=torch.long),
+        contraction=(last / previous)[pick].cpu(), hits=torch.tensor([hits[chosen[k]] for k in order], dtype=torch.long),
         min_grad_norm=min_norm, min_grad_point=min_point.cpu(),
         starts=int(x.shape[0]), converged=int(converged.sum()), iterations=iterations,
         backward_passes=(iterations + 1) * (n + 1), seconds=time.perf_counter() - start_time, box=b.cpu())

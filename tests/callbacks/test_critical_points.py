@@ -66,8 +66,8 @@ def test_a_known_saddle_is_counted_with_its_index_and_shown(tmp_path):
     from lightning_dyn.report import run_summary, read_scalars
 
     summary = run_summary(read_scalars(logger.log_dir))
-    assert "CriticalPoints: critical points of the map at step 3: 1 saddle (index 1); at step 6: 1 saddle " \
-           "(index 1) (2 measurements)" in summary
+    assert "CriticalPoints: critical points of the map at step 3: 1 saddle of index 1; at step 6: 1 saddle " \
+           "of index 1 (2 measurements)" in summary
 
 
 def test_an_architecture_without_critical_points_says_so_and_logs_the_evidence(tmp_path):

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
 import pytest
 
+from lightning_dyn.data.surfaces import CRITICAL_POINTS
+from lightning_dyn.function_classes.critical_points import morse_kind
 from tests.examples import ROOT, load_example
 from tests.readme import readme_numbers
 NAMES = {"narrow_mlp": "(a) MLP 2–2–2–1", "wide_mlp": "(b) MLP 2–32–1", "ode": "(c) NeuralODE on ℝ²",
          "augmented_ode": "(d) AugmentedNeuralODE on ℝ³"}
-KIND = {"saddle": ("saddle", 1), "peak": ("maximum", 2)}
 
 
 
@@ -26,11 +28,13 @@ def test_the_readme_table_row_by_row(tmp_path, monkeypatch):
             mse, sup = readme_numbers(f"| {target} | {name} | no critical points | {{n}} | {{n}} | none |")
         else:  # augmented: the target's critical point is learned, with its index, near the origin
             assert r["before"].case == "morse" and search.count == 1, (target, architecture, search.summary())
-            kind, index = KIND[target]
+            (x0, y0), index = CRITICAL_POINTS[target]
+            kind = morse_kind(index, 2)
             mse, sup, x, y = readme_numbers(f"| {target} | {name} | Morse | {{n}} | {{n}} | {kind} (index {index}) "
                                             "at ({n}, {n}) |")
             assert int(search.index[0]) == index and not bool(search.degenerate[0])
             assert search.points[0].tolist() == pytest.approx([x, y], abs=1.5e-3)  # printed to 1e-3
+            assert math.dist((x, y), (x0, y0)) < 0.05  # the target's critical point, learned
             assert float(search.grad_norm[0]) < 1e-10
         assert r["mse"] == pytest.approx(mse, rel=0.02), (target, architecture)  # printed to 3 digits
         assert r["sup"] == pytest.approx(sup, abs=1.5e-3), (target, architecture)
