@@ -95,7 +95,8 @@ def summarize(series: Series) -> str:
 
 
 def write_figures(series: Series, out_dir: str | Path) -> list[Path]:
-    """PNG figures of the edge-of-stability scalars and the loss; returns their paths."""
+    """PNG figures of the edge-of-stability scalars and the loss (``edge_of_stability.png``, or
+    ``training_loss.png`` for a run with the loss alone); returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -126,7 +127,8 @@ def write_figures(series: Series, out_dir: str | Path) -> list[Path]:
         ax.legend(fontsize=9)
     axes[-1, 0].set_xlabel("optimizer step")
     fig.tight_layout()
-    path = out / "edge_of_stability.png"
+    path = out / ("training_loss.png" if len(panels) == 1 and panels[0][1][0][0] == "train_loss"
+                  else "edge_of_stability.png")
     fig.savefig(path, dpi=110)
     written.append(path)
     return written

@@ -63,9 +63,11 @@ def test_a_known_saddle_is_counted_with_its_index_and_shown(tmp_path):
         for pattern in patterns:
             matched = [t for t in scalars if re.search(pattern, t)]
             assert len(matched) == 1 and pattern == f"^{re.escape(matched[0])}$", (title, pattern, matched)
-    from lightning_dyn.report import run_summary, read_scalars
+    from lightning_dyn.report import report
 
-    summary = run_summary(read_scalars(logger.log_dir))
+    summary = report(logger.log_dir, tmp_path / "png")
+    # the map with its saddle, and the loss under its own name (no edge of stability was measured)
+    assert {p.name for p in (tmp_path / "png").glob("*.png")} == {"dyn_critical_points_map.png", "training_loss.png"}
     assert "CriticalPoints: critical points of the map at step 3: 1 saddle of index 1; at step 6: 1 saddle " \
            "of index 1 (2 measurements)" in summary
 
