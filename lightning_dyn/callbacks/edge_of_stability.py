@@ -18,9 +18,14 @@ and classifies the regime (``below``, ``progressive_sharpening``, ``edge``, ``ab
 
 Also ``dyn/stability_threshold``, ``dyn/sharpness_ratio``, ``dyn/regime`` (0–3 in that order);
 the step at which each regime began is kept. The tags are this callback's own: ``HessianSharpness``
-attached beside it keeps ``dyn/sharpness``. Optional action on reaching the
-edge or crossing it by ``margin``: ``"warn"``, ``"stop"`` (the same decision on every rank) or
-``"reduce_lr"`` by ``lr_factor``. TensorBoard: a custom-scalars layout (sharpness with threshold on
+attached beside it keeps ``dyn/sharpness``. With several optimizers (a GAN) or one over a subset
+of the parameters, the measurement is about one optimizer's step (``HessianSettings.optimizer``,
+default the first): its threshold, over the parameters it steps. A learning rate of 0 (the end of
+a cosine schedule) takes no step: the sharpness is logged, with no threshold, ratio or regime.
+Optional action on reaching the edge or crossing it by ``margin``: ``"warn"``, ``"stop"`` (the
+same decision on every rank) or ``"reduce_lr"`` by ``lr_factor`` — a reduction that lasts under
+any scheduler (:class:`~lightning_dyn.callbacks.lr_reduction.LearningRateReduction`: the factor is
+applied around each optimizer step, checkpointed, and logged as ``dyn/lr_factor``). TensorBoard: a custom-scalars layout (sharpness with threshold on
 one chart, the ratio with a line at 1) and, at fit end, the figures of sharpness against threshold
 and of the Hessian's spectral density.
 """
@@ -37,6 +42,8 @@ from ..dynamics.optimizer_thresholds import UnsupportedOptimizer, check_supporte
 from .base import Measurement
 from .compat import ConfigurationError
 from .hessian_settings import HessianSettings
+from .lr_reduction import LearningRateReduction
+from .optimizers import optimizer_at
 from .validation import check_choice, check_fraction
 from .hessian_sharpness import HessianSharpness
 from .figures import series_figure
@@ -101,16 +108,21 @@ class EdgeOfStability(HessianSharpness):
         self.sharpness_name = "sharpness λ_max(H)"
         self._threshold = float("nan")
         self._never_updated: Optional[int] = None
+        #: the lasting learning-rate reduction of ``action="reduce_lr"`` (its factor is checkpointed)
+        self.lr_reduction = LearningRateReduction()
+
+    def _optimizer(self, trainer: Any) -> Any:
+        return optimizer_at(trainer, self.hessian.optimizer, "EdgeOfStability", required=True)
 
     def prepare(self, trainer: Any, pl_module: Any) -> None:
-        # Lightning stands a `_MockOptimizer` in when configure_optimizers returns None
-        if not trainer.optimizers or type(trainer.optimizers[0]).__name__ == "_MockOptimizer":
-            raise ConfigurationError("EdgeOfStability needs an optimizer (configure_optimizers returned none)")
+        optimizer = self._optimizer(trainer)
         try:
-            check_supported(trainer.optimizers[0])
+            check_supported(optimizer)
         except UnsupportedOptimizer as err:
             raise ConfigurationError(f"EdgeOfStability: {err}") from err
-        name = "preconditioned" if is_adaptive(trainer.optimizers[0]) else "eos"
+        if self.action == "reduce_lr":
+            self.lr_reduction.attach(optimizer)
+        name = "preconditioned" if is_adaptive(optimizer) else "eos"
         self.sharpness_tag = f"dyn/{name}_sharpness"
         self.eig_tag = f"dyn/{name}_eig_{{}}"
         self.histogram_tag = f"dyn/{name}_top_eigenvalues"
@@ -121,21 +133,30 @@ class EdgeOfStability(HessianSharpness):
 
     def operator(self, trainer: Any, pl_module: Any) -> CurvatureOperator:
         """``H``, or ``D H D`` in the units of the largest learning rate (module docstring)."""
-        optimizer = trainer.optimizers[0]
-        op = self.hessian_operator(pl_module)
-        scaling = stability_scaling(optimizer, op.parameters)
+        optimizer = self._optimizer(trainer)
+        op = self.hessian_operator(trainer, pl_module)
+        factor = self.lr_reduction.factor  # the rates the optimizer steps with: the schedule's × factor
+        scaling = stability_scaling(optimizer, op.parameters, lr_scale=factor)
         self._never_updated = int(op.space.total(scaling.never_updated)) if scaling.preconditioned else None
         if scaling.scale is None:
             self._threshold = scaling.threshold
             return op
         # λ_max(D H D)/η_ref against threshold/η_ref, η_ref the largest learning rate: with one
-        # group that is λ_max(P⁻¹H) against the table's threshold at η
-        eta = max((float(g["lr"]) for g in optimizer.param_groups if float(g["lr"]) > 0), default=1.0)
+        # group that is λ_max(P⁻¹H) against the table's threshold at η (rates all 0: η_ref = 1)
+        eta = max((float(g["lr"]) * factor for g in optimizer.param_groups if float(g["lr"]) * factor > 0),
+                  default=1.0)
         self._threshold = scaling.threshold / eta
         return PreconditionedOperator(op, scaling.scale / eta**0.5)
 
     def measure(self, trainer: Any, pl_module: Any) -> Measurement:
         result = super().measure(trainer, pl_module)
+        if self.action == "reduce_lr":
+            result.scalars["dyn/lr_factor"] = self.lr_reduction.factor
+        if self._never_updated is not None:
+            result.scalars["dyn/never_updated_coordinates"] = float(self._never_updated)
+        result.extra["regime"] = None
+        if self._threshold == float("inf"):  # a learning rate of 0: no step, nothing to be unstable
+            return result
         sharp = result.scalars[self.sharpness_tag]
         ratio = sharp / self._threshold
         series = [h[self.sharpness_tag] for h in self.history if self.sharpness_tag in h] + [sharp]
@@ -145,8 +166,6 @@ class EdgeOfStability(HessianSharpness):
             "dyn/sharpness_ratio": ratio,
             "dyn/regime": float(REGIMES.index(regime)),
         })
-        if self._never_updated is not None:
-            result.scalars["dyn/never_updated_coordinates"] = float(self._never_updated)
         result.extra["regime"] = regime
         return result
 
@@ -159,11 +178,15 @@ class EdgeOfStability(HessianSharpness):
         }
         if self.preconditioned:
             charts["coordinates the optimizer has never updated (left out of P⁻¹H)"] = ["dyn/never_updated_coordinates"]
+        if self.action == "reduce_lr":
+            charts["learning-rate factor of action='reduce_lr' (× the scheduler's rate)"] = ["dyn/lr_factor"]
         return charts
 
     def on_measured(self, trainer: Any, pl_module: Any, step: int, result: Measurement) -> None:
         super().on_measured(trainer, pl_module, step, result)
         regime = result.extra["regime"]
+        if regime is None:  # no threshold at this step (a learning rate of 0)
+            return
         entered = not self.regime_changes or self.regime_changes[-1]["regime"] != regime
         if entered:
             self.regime_changes.append({"regime": regime, "step": step,
@@ -186,10 +209,9 @@ class EdgeOfStability(HessianSharpness):
             rank_zero_warn(message + "; stopping")
             trainer.should_stop = True
         elif self.action == "reduce_lr":
-            for optimizer in trainer.optimizers:
-                for group in optimizer.param_groups:
-                    group["lr"] *= self.lr_factor
-            rank_zero_warn(message + f"; learning rate multiplied by {self.lr_factor}")
+            self.lr_reduction.reduce(self.lr_factor)
+            rank_zero_warn(message + f"; learning rate multiplied by {self.lr_factor} (now {self.lr_reduction.factor:.4g}× "
+                                     "the scheduler's, from the next step)")
 
     def fit_end_figure(self) -> Any:
         return series_figure(self.history, [self.sharpness_tag, "dyn/stability_threshold"],
@@ -210,8 +232,10 @@ class EdgeOfStability(HessianSharpness):
             return "no measurement yet"
         first, last = self.history[0], self.history[-1]
         tag = self.sharpness_tag
+        threshold = (f"threshold {last['dyn/stability_threshold']:.1f}" if "dyn/stability_threshold" in last
+                     else "learning rate 0: no threshold")
         parts = [f"sharpness {first[tag]:.1f} at step {first['step']} → {last[tag]:.1f} "
-                 f"at step {last['step']} (threshold {last['dyn/stability_threshold']:.1f})"]
+                 f"at step {last['step']} ({threshold})"]
         for change in self.regime_changes:
             parts.append(f"{change['regime'].replace('_', ' ')} from step {change['step']} "
                          f"(sharpness {change['sharpness']:.1f})")
@@ -222,8 +246,15 @@ class EdgeOfStability(HessianSharpness):
         return self._generate_state_key(every_n_steps=self.every_n_steps, k=self.k, seed=self.seed, eos=True)
 
     def extra_state(self) -> dict[str, Any]:
-        return {**super().extra_state(), "regime_changes": list(self.regime_changes)}
+        return {**super().extra_state(), "regime_changes": list(self.regime_changes),
+                "lr_reduction": self.lr_reduction.state_dict()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         super().load_extra_state(state)
         self.regime_changes = list(state["regime_changes"])
+        if "lr_reduction" in state:  # checkpoints of 1.1 and earlier hold none
+            self.lr_reduction.load_state_dict(state["lr_reduction"])
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        super().on_train_end(trainer, pl_module)
+        self.lr_reduction.detach()

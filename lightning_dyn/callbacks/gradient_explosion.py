@@ -26,6 +26,14 @@ the step's forward pass changed (BatchNorm running statistics) restored — ``"s
 and stops training on every rank, ``"raise"`` raises :class:`GradientExplosionError` on every
 rank. Lightning's own counters (``global_step``, step-wise LR schedulers) still advance on a
 skipped step. After ``max_consecutive_skips`` skips in a row training stops with a message.
+
+Several optimizers (a GAN's generator and discriminator, manual optimization): each optimizer
+step is its own step here — its norms are over the gradients of the parameters *that* optimizer
+steps (the other network's leftover ``.grad`` is not counted), it has its own running median, and
+a skip drops that optimizer's update alone. The first optimizer's series keeps the tags above;
+optimizer ``i ≥ 1`` logs ``dyn/grad_norm_preclip_optimizer_<i>`` and its median
+``dyn/grad_norm_preclip_median_optimizer_<i>``; the per-layer series hold each layer's norm from
+the last step of the optimizer that steps it.
 """
 
 from __future__ import annotations
@@ -124,7 +132,8 @@ class GradientExplosionMonitor(DynamicsCallback):
         self.figure_every_n_steps = figure_every_n_steps
         self.skips = 0
         self.consecutive_skips = 0
-        self.detector: Optional[GradientDetector] = None
+        #: one detector per optimizer (its own running median), in ``trainer.optimizers`` order
+        self.detectors: list[GradientDetector] = []
         self.signal: Optional[BackpropSignal] = None
         self._params: list[torch.nn.Parameter] = []
         self._trainable: tuple = ()
@@ -136,11 +145,15 @@ class GradientExplosionMonitor(DynamicsCallback):
         self._buffers: list[torch.Tensor] = []
         self._snapshot: list[torch.Tensor] = []
         self._weight_norms: Optional[torch.Tensor] = None
-        self._last: Optional[GradientStep] = None
+        #: the last inspected step of each optimizer
+        self._last: dict[int, GradientStep] = {}
+        #: per optimizer (by ``id``): its index and which of ``_params`` it steps
+        self._stepped: dict[int, tuple[int, list[bool]]] = {}
         self._last_profile: Optional[tuple[int, np.ndarray, float]] = None
         self._drew_profile = False
-        #: the running-median window (checkpointed; the detector works on it)
-        self.recent: deque[float] = deque(maxlen=window)
+        #: the running-median window of each optimizer (checkpointed; the detectors work on them);
+        #: ``recent`` is the first optimizer's
+        self.windows: list[deque[float]] = [deque(maxlen=window)]
 
     # -- setup ----------------------------------------------------------------------------------
     def prepare(self, trainer: Any, pl_module: Any) -> None:
@@ -188,8 +201,31 @@ class GradientExplosionMonitor(DynamicsCallback):
         if self.signal is not None:
             self.signal.detach()
         self.signal = BackpropSignal(blocks) if len(blocks) >= 2 else None
-        self.detector = GradientDetector(layer_of, layer_names, threshold=self.threshold, factor=self.factor,
-                                         warmup=self.warmup, recent=self.recent)
+        self._layer_of, self._layer_names = layer_of, layer_names
+        self.detectors = [self._detector(window) for window in self.windows]
+        self._stepped = {}
+
+    @property
+    def recent(self) -> deque[float]:
+        """The first optimizer's running-median window."""
+        return self.windows[0]
+
+    def _detector(self, window: deque[float]) -> GradientDetector:
+        return GradientDetector(self._layer_of, self._layer_names, threshold=self.threshold, factor=self.factor,
+                                warmup=self.warmup, recent=window)
+
+    def _optimizer_index(self, trainer: Any, optimizer: Any) -> tuple[int, list[bool]]:
+        """The optimizer's index in ``trainer.optimizers`` and which of ``_params`` it steps (cached)."""
+        known = self._stepped.get(id(optimizer))
+        if known is None:
+            raw = getattr(optimizer, "optimizer", optimizer)  # a LightningOptimizer wraps the torch one
+            index = next((i for i, o in enumerate(trainer.optimizers) if o is raw), 0)
+            stepped = {id(p) for group in raw.param_groups for p in group["params"]}
+            known = self._stepped[id(optimizer)] = (index, [id(p) in stepped for p in self._params])
+            while len(self.windows) <= index:
+                self.windows.append(deque(maxlen=self.window))
+                self.detectors.append(self._detector(self.windows[-1]))
+        return known
 
     def _follow_trainable(self, pl_module: Any) -> None:
         """Fine-tuning unfroze or froze parameters: inspect what was recorded, then re-derive."""
@@ -220,12 +256,13 @@ class GradientExplosionMonitor(DynamicsCallback):
         self._loss = loss if self._loss is None else self._loss + loss
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
-        if self.detector is None:
+        if not self.detectors:
             return
         step = trainer.global_step + 1
         self._new_step = True
         device = self._params[0].device
-        norms = self._norms([p.grad for p in self._params], device)
+        index, stepped = self._optimizer_index(trainer, optimizer)
+        norms = self._norms([p.grad if mine else None for p, mine in zip(self._params, stepped)], device)
         loss, self._loss = self._loss, None  # None: no backward went through Lightning (loss unknown)
         growth: list[dict] = []
         if self._scheduled(step):
@@ -233,11 +270,11 @@ class GradientExplosionMonitor(DynamicsCallback):
             if self.signal is not None and self.signal.attached:
                 growth = self._capture_profile(trainer, step, device)
         if self.action not in DECIDING:
-            self._pending.append((step, norms, loss, growth))
+            self._pending.append((step, norms, loss, growth, index))
             return
-        events = self._inspect([step], norms.cpu().numpy(), [None if loss is None else float(loss)], growth)
+        events = self._inspect(index, [step], norms.cpu().numpy(), [None if loss is None else float(loss)], growth)
         if self.agree(trainer, bool(events)):
-            self._act(trainer, step, events)
+            self._act(trainer, step, events, stepped)
         else:
             self.consecutive_skips = 0
 
@@ -277,21 +314,21 @@ class GradientExplosionMonitor(DynamicsCallback):
         out[[i for i, t in enumerate(tensors) if t is not None]] = values
         return out
 
-    def _inspect(self, steps: list[int], norms: np.ndarray, losses: list[Optional[float]],
+    def _inspect(self, index: int, steps: list[int], norms: np.ndarray, losses: list[Optional[float]],
                  growth: list[dict]) -> list[dict]:
-        assert self.detector is not None
-        records, events = self.detector.inspect(steps, norms, losses)
-        self._last = records[-1]
+        records, events = self.detectors[index].inspect(steps, norms, losses)
+        self._last[index] = records[-1]
         events = sorted(events + growth, key=lambda e: e["step"])  # stable: within a step, detector order
         self.events.extend(events)
         return events
 
-    def _act(self, trainer: Any, step: int, events: list[dict]) -> None:
+    def _act(self, trainer: Any, step: int, events: list[dict], stepped: list[bool]) -> None:
         what = "; ".join(_describe(e) for e in events) or "another rank detected an event"
         if self.action == "raise":
             raise GradientExplosionError(f"GradientExplosionMonitor: step {step}: {what}")
-        for p in self._params:
-            p.grad = None
+        for p, mine in zip(self._params, stepped):  # this optimizer's update alone
+            if mine:
+                p.grad = None
         with torch.no_grad():
             for buffer, saved in zip(self._buffers, self._snapshot):
                 buffer.copy_(saved)
@@ -309,32 +346,42 @@ class GradientExplosionMonitor(DynamicsCallback):
     def _inspect_pending(self) -> list[dict]:
         """Inspect the steps recorded since the last inspection: one transfer for all of them."""
         device = self._params[0].device
-        norms = torch.stack([n.to(device) for _, n, _, _ in self._pending]).cpu().numpy()
-        known = [l.to(device) for _, _, l, _ in self._pending if l is not None]
+        norms = torch.stack([n.to(device) for _, n, _, _, _ in self._pending]).cpu().numpy()
+        known = [l.to(device) for _, _, l, _, _ in self._pending if l is not None]
         values = iter(torch.stack(known).double().cpu().tolist() if known else [])
-        losses = [None if l is None else next(values) for _, _, l, _ in self._pending]
-        events = self._inspect([s for s, _, _, _ in self._pending], norms, losses,
-                               [e for _, _, _, growth in self._pending for e in growth])
+        losses = [None if l is None else next(values) for _, _, l, _, _ in self._pending]
+        events: list[dict] = []
+        for index in sorted({i for *_, i in self._pending}):
+            rows = [j for j, entry in enumerate(self._pending) if entry[4] == index]
+            events += self._inspect(index, [self._pending[j][0] for j in rows], norms[rows], [losses[j] for j in rows],
+                                    [e for j in rows for e in self._pending[j][3]])
         self._pending = []
-        return events
+        return sorted(events, key=lambda e: e["step"])
 
     def measure(self, trainer: Any, pl_module: Any) -> Measurement:
         new_events = self._inspect_pending() if self._pending else []
         if self.action == "warn" and new_events:
             rank_zero_warn(f"GradientExplosionMonitor: {len(new_events)} event(s) up to step {trainer.global_step}; "
                            f"first: {_describe(new_events[0])}")
-        last, step = self._last, trainer.global_step
-        if last is None or last.step != step:
+        step = trainer.global_step
+        # the optimizer steps of this training step (several under manual optimization)
+        current = {i: r for i, r in self._last.items() if r.step > self.last_step and r.step <= step}
+        if not current:
             return Measurement({})
-        assert self.detector is not None
         weights = self._weight_norms if self._scheduled(step) and self._weight_norms is not None \
             else self._norms(self._params, self._params[0].device)
-        layer_weights = np.sqrt(np.bincount(self.detector.layer_of, weights=weights.cpu().numpy() ** 2,
-                                            minlength=len(self.detector.layer_names)))
-        scalars = {"dyn/grad_norm_preclip": last.total, "dyn/grad_norm_preclip_median": self.detector.median()}
+        layer_weights = np.sqrt(np.bincount(self._layer_of, weights=weights.cpu().numpy() ** 2,
+                                            minlength=len(self._layer_names)))
+        scalars: dict[str, float] = {}
+        for i, record in sorted(current.items()):
+            suffix = f"_optimizer_{i}" if i else ""
+            scalars[f"dyn/grad_norm_preclip{suffix}"] = record.total
+            scalars[f"dyn/grad_norm_preclip_median{suffix}"] = self.detectors[i].median()
+        # each layer's norm from the optimizer that steps it (the others' norms there are 0)
+        layer_norms = np.sqrt(sum(r.layer_norms ** 2 for r in current.values()))
         with np.errstate(divide="ignore", invalid="ignore"):
-            ratios = np.where(layer_weights > 0, last.layer_norms / layer_weights, math.nan)
-        for name, g, ratio in zip(self.detector.layer_names, last.layer_norms, ratios):
+            ratios = np.where(layer_weights > 0, layer_norms / layer_weights, math.nan)
+        for name, g, ratio in zip(self._layer_names, layer_norms, ratios):
             scalars[f"dyn/grad_norm_preclip/{name}"] = float(g)
             scalars[f"dyn/grad_weight_ratio_preclip/{name}"] = float(ratio)
         scalars.update(self._depth_profile(step))
@@ -342,7 +389,7 @@ class GradientExplosionMonitor(DynamicsCallback):
         scalars["dyn/grad_skips"] = float(self.skips)
         # a non-finite step is already an event (nonfinite_loss/nonfinite_gradient): its values are left out
         finite = {tag: value for tag, value in scalars.items() if math.isfinite(value)}
-        return Measurement(finite, extra={"layer_norms": last.layer_norms})
+        return Measurement(finite, extra={"layer_norms": layer_norms})
 
     def _depth_profile(self, step: int) -> dict[str, float]:
         if self._last_profile is None or self._last_profile[0] != step or self.signal is None:
@@ -374,12 +421,12 @@ class GradientExplosionMonitor(DynamicsCallback):
             self.signal.detach()
 
     def may_write(self, tag: str) -> bool:
-        return tag in MONITORABLE
+        return tag in MONITORABLE or tag.startswith("dyn/grad_norm_preclip_optimizer_")
 
     def monitorable(self, tag: str) -> bool:
         """The total norm, the exponent, events and skips go into the callback metrics; the median
         and the per-layer and per-block series (``dyn/<quantity>/<name>``) to the loggers only."""
-        return tag in MONITORABLE
+        return tag in MONITORABLE or tag.startswith("dyn/grad_norm_preclip_optimizer_")
 
     # -- state ----------------------------------------------------------------------------------
     @property
@@ -391,14 +438,19 @@ class GradientExplosionMonitor(DynamicsCallback):
             "skips": self.skips,
             "consecutive_skips": self.consecutive_skips,
             "recent": list(self.recent),
-            "pending": [(s, n.cpu(), None if l is None else l.cpu(), g) for s, n, l, g in self._pending],
+            "windows": [list(w) for w in self.windows[1:]],
+            "pending": [(s, n.cpu(), None if l is None else l.cpu(), g, i) for s, n, l, g, i in self._pending],
         }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.skips, self.consecutive_skips = state["skips"], state["consecutive_skips"]
         self.recent.clear()
         self.recent.extend(state["recent"])
-        self._pending = list(state["pending"])
+        for values in state.get("windows", []):  # several optimizers (absent before 1.2)
+            self.windows.append(deque(values, maxlen=self.window))
+            if self.detectors:
+                self.detectors.append(self._detector(self.windows[-1]))
+        self._pending = [entry if len(entry) == 5 else (*entry, 0) for entry in state["pending"]]
 
 
 def _describe(event: dict) -> str:

@@ -45,6 +45,12 @@ class HessianSettings:
             gradients, said in one line), ``"double_backward"`` or ``"finite_difference"``.
         cold_every: every this many measurements start Lanczos cold instead of warm (``None``:
             never). A warm start cannot see a new top direction it does not contain.
+        optimizer: which of the run's optimizers the measurement is about (an index into
+            ``trainer.optimizers``; default the first): the Hessian is over the parameters that
+            optimizer steps — those of its parameter groups that require grad — so a GAN's
+            discriminator, or a backbone left out of a head-only optimizer, is not measured with the
+            generator's or the head's step. A run without an optimizer is measured over every
+            trainable parameter.
     """
 
     k: int = 1
@@ -56,12 +62,14 @@ class HessianSettings:
     mode: Literal["eval", "train"] = "eval"
     backend: Backend = "auto"
     cold_every: Optional[int] = 10
+    optimizer: int = 0
 
     def __post_init__(self) -> None:
         check_positive_int("k", self.k)
         check_positive_int("max_matvecs", self.max_matvecs)
         check_positive_int("probe_size", self.probe_size, optional=True)
         check_positive_int("cold_every", self.cold_every, optional=True)
+        check_positive_int("optimizer", self.optimizer, minimum=0)
         check_tolerance("tol", self.tol)
         if self.max_matvecs < self.k:
             raise ConfigurationError(f"`max_matvecs` ({self.max_matvecs}) must be at least `k` ({self.k})")

@@ -25,6 +25,7 @@ from .hessian_settings import HessianSettings
 from .validation import check_positive_int
 from ..curvature.probe import trainable_signature
 from ..curvature.sharded import ShardedHessianOperator, sharded_model
+from .optimizers import describe_measured, optimizer_at, stepped_parameters
 from .probe import check_measurable, default_loss, probe_set, training_step_loss
 from .figures import add_figure, density_figure, series_figure
 
@@ -119,12 +120,25 @@ class HessianSharpness(DynamicsCallback):
         self.product_backend = check_measurable(pl_module, self.loss, self.batches[0], owner=owner, mode=self.mode,
                                                 seed=self.seed, backend=self.backend)
         self.cost_unit = "fd_hvps" if self.product_backend == "finite_difference" else "hvps"
-        self._trainable = trainable_signature(pl_module)
+        optimizer_at(trainer, self.hessian.optimizer, owner, required=False)
+        describe_measured(trainer, pl_module, self.hessian.optimizer, owner)
+        self._trainable = self._signature(trainer, pl_module)
         self._sharded = sharded_model(pl_module)
 
-    def _follow_trainable(self, pl_module: Any) -> None:
-        """Fine-tuning changed which parameters train: the warm start spans the old space, drop it."""
-        now = trainable_signature(pl_module)
+    def measured_parameters(self, trainer: Any, pl_module: Any) -> Optional[list[torch.nn.Parameter]]:
+        """The parameters the measured optimizer steps (``HessianSettings.optimizer``); ``None``
+        (every trainable one) when the run has no optimizer."""
+        optimizer = optimizer_at(trainer, self.hessian.optimizer, type(self).__name__, required=False)
+        return None if optimizer is None else stepped_parameters(optimizer)
+
+    def _signature(self, trainer: Any, pl_module: Any) -> tuple:
+        params = self.measured_parameters(trainer, pl_module)
+        return trainable_signature(pl_module) if params is None else tuple((id(p), p.numel()) for p in params)
+
+    def _follow_trainable(self, trainer: Any, pl_module: Any) -> None:
+        """Fine-tuning changed which parameters train (or which the optimizer steps: a group added
+        by ``BackboneFinetuning``): the warm start spans the old space, drop it."""
+        now = self._signature(trainer, pl_module)
         if now != self._trainable:
             if self.previous is not None:
                 rank_zero_info(f"{type(self).__name__}: the trainable parameters changed ({len(self._trainable)} → "
@@ -134,9 +148,9 @@ class HessianSharpness(DynamicsCallback):
     # -- measurement ----------------------------------------------------------------------------
     def operator(self, trainer: Any, pl_module: Any) -> CurvatureOperator:
         """The operator whose top eigenvalues are measured (subclasses precondition it)."""
-        return self.hessian_operator(pl_module)
+        return self.hessian_operator(trainer, pl_module)
 
-    def hessian_operator(self, pl_module: Any) -> CurvatureOperator:
+    def hessian_operator(self, trainer: Any, pl_module: Any) -> CurvatureOperator:
         """The Hessian over the probe set. With central differences, warm measurements reuse the
         products' error estimate of the first warm measurement after the last cold one (estimated
         along the previous top vector, the direction the eigenvalue depends on; it moves slowly with
@@ -144,15 +158,16 @@ class HessianSharpness(DynamicsCallback):
         cold measurement estimates its own, along its random start, and keeps none: that estimate is
         the error of a whole product, pessimistic for the top eigenvalue."""
         known = self._product_error if self._reuse_error else None
+        params = self.measured_parameters(trainer, pl_module)
         if sharded_model(pl_module):
             return ShardedHessianOperator(pl_module, self.loss, self.batches, mode=self.mode, seed=self.seed,
-                                          known_error=known)
+                                          known_error=known, params=params)
         return HessianOperator(pl_module, self.loss, self.batches, mode=self.mode, seed=self.seed,
-                               backend=self.product_backend, known_error=known)
+                               backend=self.product_backend, known_error=known, params=params)
 
     def measure(self, trainer: Any, pl_module: Any) -> Measurement:
         step = trainer.global_step
-        self._follow_trainable(pl_module)
+        self._follow_trainable(trainer, pl_module)
         cold = self.previous is None or (self.cold_every is not None and self.measurements % self.cold_every == 0)
         self._reuse_error = not cold and self._product_error is not None
         op = self.operator(trainer, pl_module)
@@ -171,7 +186,7 @@ class HessianSharpness(DynamicsCallback):
         scalars = {self.sharpness_tag: values[0], **{self.eig_tag.format(i): v for i, v in enumerate(values) if i}}
         hvps = result.num_matvecs
         if self.trace_every_n_steps and (step % self.trace_every_n_steps == 0 or self.measuring_at_fit_end):
-            est = trace(self.hessian_operator(pl_module), self.trace_matvecs, generator=self.generator)
+            est = trace(self.hessian_operator(trainer, pl_module), self.trace_matvecs, generator=self.generator)
             scalars.update({"dyn/hessian_trace": est.value, "dyn/hessian_trace_stderr": est.stderr})
             hvps += est.num_matvecs
         if self.density_every_n_steps and step % self.density_every_n_steps == 0:

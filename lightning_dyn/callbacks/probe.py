@@ -10,7 +10,7 @@ training with the way out, not 10,000 steps in.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator, Literal, Optional
+from typing import Any, Callable, Iterator, Literal, Mapping, Optional
 
 import numpy as np
 import torch
@@ -55,7 +55,7 @@ def batch_inputs(batch: Any, *, owner: str) -> torch.Tensor:
         return batch
     if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
         return batch[0]
-    if isinstance(batch, dict):
+    if isinstance(batch, Mapping):
         for key in ("x", "input", "inputs"):
             if isinstance(batch.get(key), torch.Tensor):
                 return batch[key]
@@ -88,7 +88,7 @@ def training_step_loss(pl_module: nn.Module, batch: Any) -> torch.Tensor:
     or a dict with ``"loss"``; its own ``self.log`` calls are muted."""
     with muted_logging(pl_module):
         out = pl_module.training_step(batch, 0)
-    if isinstance(out, dict):
+    if isinstance(out, Mapping):
         out = out.get("loss")
     if not isinstance(out, torch.Tensor):
         raise TypeError(
@@ -211,7 +211,8 @@ def _disagreement(pl_module: nn.Module, loss_fn: LossFn, batch: Any, *, mode: st
     that computes part of its loss in float32 — ``transformers`` upcasts logits with ``.float()`` —
     rounds at 1e-7), and a step that crosses a kink of a piecewise-linear activation sees a jump
     the Hessian, defined almost everywhere, does not have. So the product is refused only when it
-    disagrees at two steps ten apart, by about the same amount (within a factor 3)."""
+    disagrees at two steps ten apart, by about the same amount (within a factor 3). A check that
+    cannot run (the model fails in float64) is a reason too: it never counts as agreement."""
     try:
         op = HessianOperator(pl_module, loss_fn, [batch], distributed=False, mode=mode, seed=seed,
                              cache_graph=True, dtype=torch.float64)
@@ -226,8 +227,10 @@ def _disagreement(pl_module: nn.Module, loss_fn: LossFn, batch: Any, *, mode: st
             errors.append(float(torch.linalg.vector_norm(exact - central)) / scale)
             if errors[-1] <= CHECK_TOLERANCE:
                 return None
-    except (RuntimeError, TypeError, ValueError):
-        return None  # the model does not run in float64: the product itself was taken above
+    except (RuntimeError, TypeError, ValueError) as err:
+        # a check that did not run is no pass: say so, and let the caller take the safe backend
+        return (f"the float64 check of double backward against central differences could not run: "
+                f"{type(err).__name__}: {err}")
     if max(errors) > 3 * min(errors):
         return None  # the differences' own error, not the product's
     return (f"a Hessian-vector product disagrees with central differences of the gradient: by "

@@ -26,6 +26,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import RandomSampler
 
+from ..curvature.batches import batch_size, concatenate, select_samples, tensors_of
 from ..curvature.context import measurement_context
 from ..dynamics.sgd_stability import SGDStability, sgd_lyapunov
 from ..curvature.sharded import sharded_model
@@ -147,7 +148,8 @@ class SGDLyapunov(DynamicsCallback):
         self.num_steps, self.num_lrs, self.max_gram_outputs = num_steps, num_lrs, max_gram_outputs
         self.hvp_directions = hvp_directions
         self.precision = precision
-        self.data: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+        #: the probe set as one batch: (inputs, targets) for "gram", any batch for "hvp"
+        self.data: Any = None
         self.sampling_arg = sampling
         self.sampling: Literal["reshuffle", "iid"] = sampling or "iid"
         self.global_batch = 1
@@ -168,13 +170,18 @@ class SGDLyapunov(DynamicsCallback):
         # probe_size counts all ranks' samples; every rank simulates the whole set
         batches = probe_set(trainer, pl_module, self.probe_size, seed=self.seed, default_size=256,
                             owner="SGDLyapunov").all_batches()
-        if not all(isinstance(b, (tuple, list)) and len(b) >= 2 for b in batches):
-            raise ConfigurationError("SGDLyapunov needs (inputs, targets) batches from the train dataloader")
-        inputs = torch.cat([b[0] for b in batches])
-        targets = torch.cat([b[1] for b in batches])
-        order = canonical_order(inputs, targets).to(inputs.device)
-        self.data = (inputs[order], targets[order])
-        n = len(inputs)
+        if self.method == "gram":
+            if not all(isinstance(b, (tuple, list)) and len(b) >= 2 for b in batches):
+                raise ConfigurationError("SGDLyapunov(method='gram') needs (inputs, targets) batches from the train "
+                                         "dataloader; method='hvp' takes any batch its loss takes (dicts, BatchEncoding)")
+            batches = [(b[0], b[1]) for b in batches]
+        try:
+            data = concatenate(batches)
+        except ValueError as err:
+            raise ConfigurationError(f"SGDLyapunov: {err}") from None
+        # one order on every rank, defined by the samples' content
+        self.data = select_samples(data, canonical_order(*[t for t in tensors_of(data) if t.dim() > 0]))
+        n = batch_size(self.data)
         self.sampling = self.sampling_arg or _sampling(loader)
         # the samples behind one optimizer step: the loader's batch on every rank, every micro-batch
         accumulate = int(getattr(trainer, "accumulate_grad_batches", 1) or 1)
@@ -189,7 +196,7 @@ class SGDLyapunov(DynamicsCallback):
                 raise ConfigurationError("method='gram' needs `criterion(outputs, targets)` (or a `criterion` attribute "
                                          "on the module); or use method='hvp' with the training_step loss")
             with measurement_context(pl_module, train=False, seed=self.seed), torch.no_grad():
-                outputs = pl_module(inputs[:1])
+                outputs = pl_module(self.data[0][:1])
             self.num_outputs = outputs[0].numel()
             if n * outputs[0].numel() > self.max_gram_outputs:
                 raise ConfigurationError(
@@ -197,7 +204,7 @@ class SGDLyapunov(DynamicsCallback):
                     f"{self.max_gram_outputs} for method='gram': use method='hvp', or a smaller `probe_size`")
         else:
             self.loss_fn = default_loss(pl_module, self.loss_fn, "SGDLyapunov")
-            check_measurable(pl_module, self.loss_fn, (inputs, targets), owner="SGDLyapunov", seed=self.seed,
+            check_measurable(pl_module, self.loss_fn, self.data, owner="SGDLyapunov", seed=self.seed,
                              backend="double_backward")
         rank_zero_info(f"SGDLyapunov: simulating SGD with batch size {self.global_batch} on {n} probe samples, "
                        f"batches drawn by {'random reshuffling' if self.sampling == 'reshuffle' else 'i.i.d. sampling'}")
@@ -231,9 +238,10 @@ class SGDLyapunov(DynamicsCallback):
         group = optimizer.param_groups[0] if isinstance(optimizer, torch.optim.SGD) else {}
         lr = self.lr or float(group["lr"])
         momentum, nesterov = float(group.get("momentum", 0.0)), bool(group.get("nesterov", False))
-        n, B = len(self.data[0]), self.global_batch
+        n, B = batch_size(self.data), self.global_batch
         sizes = self.batch_sizes or [b for b in (B // 4, B // 2, 2 * B) if 1 <= b <= n]
-        criterion = self.criterion or (lambda out, y: out.new_zeros(()))
+        # "hvp" differentiates loss_fn alone: no criterion is called (a module may have no forward)
+        criterion = self.criterion if self.method == "gram" else None
         result = sgd_lyapunov(pl_module, criterion, self.data, lr=lr, batch_size=B, method=self.method,
                               momentum=momentum, nesterov=nesterov,
                               loss_fn=self.loss_fn, sampling=self.sampling, num_steps=self.num_steps,
@@ -260,7 +268,7 @@ class SGDLyapunov(DynamicsCallback):
     def _dtype(self) -> torch.dtype:
         if self.precision == "auto":
             assert self.data is not None
-            outputs = self.num_outputs * len(self.data[0])
+            outputs = self.num_outputs * batch_size(self.data)
             return torch.float32 if self.method == "gram" and outputs > AUTO_FLOAT32_OUTPUTS else torch.float64
         return torch.float64 if self.precision == "float64" else torch.float32
 

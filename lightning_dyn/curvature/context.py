@@ -4,7 +4,7 @@ second derivative can go through — all restored after, so training is untouche
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Iterator, Optional
 
 import torch
 from torch import nn
@@ -35,11 +35,12 @@ def twice_differentiable_kernels() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def measurement_context(model: nn.Module, *, train: bool, seed: int, second_order: bool = True) -> Iterator[None]:
-    """Set train/eval mode and a private RNG seed, and — for a measurement that differentiates
-    twice — twice-differentiable kernels (:func:`twice_differentiable_kernels`; first-order
-    measurements, central differences, keep the fast kernels); restore modes and global RNG
-    streams after."""
+def measurement_context(model: nn.Module, *, train: Optional[bool], seed: int,
+                        second_order: bool = True) -> Iterator[None]:
+    """Set train/eval mode (``None``: leave every module's flag as it is) and a private RNG seed,
+    and — for a measurement that differentiates twice — twice-differentiable kernels
+    (:func:`twice_differentiable_kernels`; first-order measurements, central differences, keep the
+    fast kernels); restore modes and global RNG streams after."""
     modes = [(m, m.training) for m in model.modules()]
     cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() else []
     kernels = twice_differentiable_kernels() if second_order else contextlib.nullcontext()
@@ -47,9 +48,21 @@ def measurement_context(model: nn.Module, *, train: bool, seed: int, second_orde
         torch.default_generator.manual_seed(seed)
         for d in cuda:
             torch.cuda.default_generators[d].manual_seed(seed)
-        model.train(train)
+        if train is not None:
+            model.train(train)
         try:
             yield
         finally:
             for m, flag in modes:
                 m.training = flag
+
+
+def train_flags(model: nn.Module, mode: str) -> Optional[bool]:
+    """What :func:`measurement_context` sets for a measurement in ``mode``: ``"eval"`` — every module
+    in eval mode; ``"train"`` — the modes training has, i.e. each module's flag left as it is
+    (``None``), so a submodule its user put in eval mode (a frozen BatchNorm, a fine-tuning recipe)
+    stays there; on a module whose root is in eval mode — outside training — every submodule in
+    train mode, as ``model.train()``."""
+    if mode == "eval":
+        return False
+    return None if model.training else True

@@ -16,24 +16,32 @@ faster. The third is accurate to :attr:`HessianOperator.relative_error`.
 
 The measurement never disturbs the model: parameters and buffers are substituted with
 ``torch.func.functional_call`` (BatchNorm running statistics update copies, never the module's),
-products are taken with ``torch.autograd.grad`` (``.grad`` is untouched), the module's
+gradients go to the substituted tensors only (``.grad`` of the module is untouched), the module's
 train/eval flags are restored, and the global RNG streams are forked and restored; inside, they
 are seeded with a private seed so that Dropout draws the same masks in every product. Under
 ``torch.distributed`` every product is all-reduced, so each rank sees the Hessian of the global
 (all-rank) probe loss.
+
+Activation checkpointing (``torch.utils.checkpoint``, reentrant or not; ``transformers``'
+``gradient_checkpointing_enable()``; timm's ``set_grad_checkpointing()``) recomputes parts of the
+forward pass *during backward*, from whatever tensors the module holds then. So every backward pass
+here runs while the substituted tensors are still in place — the loss and its derivatives are
+taken inside one substituted call — and first-order gradients are read from the substitutes'
+``.grad`` after ``backward()`` (reentrant checkpointing refuses ``torch.autograd.grad``). Double
+backward through reentrant checkpointing is impossible (it raises); the finite-difference backend,
+which needs first-order gradients only, serves it.
 """
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Callable, Iterable, Literal, Optional, Sequence
+from typing import Any, Callable, Iterable, Literal, Mapping, Optional, Sequence
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from .batches import batch_size, tree_map_tensors
-from .context import measurement_context
+from .context import measurement_context, train_flags
 from .finite_difference import STENCILS, Order, central_difference, estimated_error
 from .finite_difference import difference_step as difference_step_for
 from .operator import CurvatureOperator
@@ -52,8 +60,25 @@ class _LossModule(nn.Module):
         self.model = model
         self.loss_fn = loss_fn
 
-    def forward(self, batch: Any) -> torch.Tensor:
-        return self.loss_fn(self.model, batch)
+    def forward(self, batch: Any, then: Optional[Callable[..., Any]] = None) -> Any:
+        if batch is None:  # no forward pass: ``then()`` alone, with the substituted tensors in place
+            assert then is not None
+            return then()
+        loss = self.loss_fn(self.model, batch)
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            raise ValueError("loss_fn(model, batch) must return a scalar tensor")
+        loss = loss.reshape(())
+        # derivatives taken here, while the substituted tensors are in place (module docstring)
+        return loss if then is None else then(loss)
+
+
+def _backward(loss: torch.Tensor) -> None:
+    """``loss.backward()`` into the substituted leaves — the one first-order backward that reentrant
+    activation checkpointing accepts (it refuses ``torch.autograd.grad``)."""
+    if not loss.requires_grad:
+        raise ValueError("loss_fn(model, batch) returned a loss that does not depend on the parameters through "
+                         "autograd (computed under torch.no_grad(), or detached?)")
+    loss.backward()
 
 
 class HessianOperator(CurvatureOperator):
@@ -67,9 +92,12 @@ class HessianOperator(CurvatureOperator):
             tensors), weighted by batch size.
         dtype: compute in this dtype (e.g. ``torch.float64`` for reference values on small models);
             default: the parameters' dtype, but float32 for 16-bit parameters.
-        mode: ``"eval"`` (default: Dropout off, BatchNorm uses running statistics) or ``"train"``
-            (Dropout on with the same private masks in every product, BatchNorm in batch-statistics
-            mode; the module's running statistics are still never changed).
+        mode: ``"eval"`` (default: every module in eval mode — Dropout off, BatchNorm uses running
+            statistics) or ``"train"``: the modes training has — each module's flag as it is when the
+            operator is built, so a submodule its user put in eval mode (a frozen BatchNorm) stays in
+            it; Dropout draws the same private masks in every product, and the module's running
+            statistics are never changed. (On a module whose root is in eval mode, ``"train"``
+            switches every submodule to train mode, as ``model.train()``.)
         backend: ``"double_backward"`` (default, faster by ``benchmarks/curvature.py``),
             ``"forward_over_reverse"`` (``torch.func``; needs a model without in-place buffer
             updates, i.e. ``mode="eval"`` for BatchNorm) or ``"finite_difference"`` (gradients only).
@@ -115,7 +143,7 @@ class HessianOperator(CurvatureOperator):
             raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
         if difference_order not in STENCILS:
             raise ValueError(f"difference_order must be 2 or 4, got {difference_order!r}")
-        if isinstance(batches, (torch.Tensor, dict)) or not isinstance(batches, Sequence):
+        if isinstance(batches, (torch.Tensor, Mapping)) or not isinstance(batches, Sequence):
             raise TypeError("batches must be a list of batches (wrap a single batch as [batch])")
         if len(batches) == 0:
             raise ValueError("the probe set is empty: pass at least one batch")
@@ -135,6 +163,9 @@ class HessianOperator(CurvatureOperator):
         # a measurement never runs below float32: 16-bit parameters (bf16-true, fp16) are cast up
         self.dtype = dtype or (torch.float32 if self._params[0].dtype in HALF else self._params[0].dtype)
         self.train_mode = mode == "train"
+        #: the flags measurements set: ``None`` leaves each module's as training has it (``"train"``
+        #: on a module in training mode — a BatchNorm its user froze in eval mode stays frozen)
+        self.module_modes = train_flags(model, mode)
         self.backend = backend
         self.seed = seed
         self.cache_graph = (len(batches) == 1) if cache_graph is None else cache_graph
@@ -150,6 +181,8 @@ class HessianOperator(CurvatureOperator):
         self._wrapper = _LossModule(model, loss_fn)
         self._slots = slots(self._wrapper)
         self._buffers = [(n, b) for n, b in model.named_buffers()]
+        chosen = set(self.param_names)
+        self._others = [(n, p) for n, p in model.named_parameters() if n not in chosen]
         self._tensors = {
             "model." + n: (p.detach().to(self.dtype) if self._cast else p.detach()).requires_grad_(backend == "double_backward")
             for n, p in named
@@ -189,37 +222,37 @@ class HessianOperator(CurvatureOperator):
 
     # -- products -----------------------------------------------------------------------------
     def _arguments(self) -> dict[str, torch.Tensor]:
-        buffers = {"model." + n: (b.detach().to(self.dtype) if self._cast and b.is_floating_point() else b.detach()).clone()
-                   for n, b in self._buffers}
-        return {**self._tensors, **buffers}
+        """Every tensor of the module, substituted: the operator's parameters, the other parameters
+        detached (so no backward reaches the module's own ``.grad``), copies of the buffers."""
+        def cast(t: torch.Tensor) -> torch.Tensor:
+            return t.detach().to(self.dtype) if self._cast and t.is_floating_point() else t.detach()
 
-    def _loss(self, tensors: dict[str, torch.Tensor], batch: Any) -> torch.Tensor:
-        loss = substituted_call(self._wrapper, self._slots, tensors, (batch,))
-        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-            raise ValueError("loss_fn(model, batch) must return a scalar tensor")
-        return loss.reshape(())
+        others = {"model." + n: cast(p) for n, p in self._others}
+        buffers = {"model." + n: cast(b).clone() for n, b in self._buffers}
+        return {**others, **buffers, **self._tensors}
+
+    def _loss(self, tensors: dict[str, torch.Tensor], batch: Any,
+              then: Optional[Callable[[torch.Tensor], Any]] = None) -> Any:
+        """The loss of ``batch`` with ``tensors`` substituted — or ``then(loss)``, computed before
+        the substitution ends (what a backward pass through checkpointed activations needs)."""
+        return substituted_call(self._wrapper, self._slots, tensors, (batch, then))
 
     def loss(self) -> torch.Tensor:
         """The probe loss ``L`` at the operator's parameters (this rank's batches, size-weighted),
         computed like the products: the module's buffers, modes and RNG streams are left alone."""
-        with measurement_context(self.model, train=self.train_mode, seed=self.seed):
+        with measurement_context(self.model, train=self.module_modes, seed=self.seed):
             tensors = self._arguments()
             total = sum(self._loss(tensors, b) * w for b, w in zip(self.batches, self.weights))
         return total / sum(self.weights)
 
     def gradient(self) -> torch.Tensor:
-        """The flat gradient ``∇L`` of the probe loss (all ranks' under DDP). With ``cache_graph``
-        it is the first-order graph the products reuse, so it costs nothing extra."""
+        """The flat gradient ``∇L`` of the probe loss (all ranks' under DDP): the cached first-order
+        graphs' when products have built them (free), else by first-order backward alone."""
+        if self.backend != "double_backward" or len(self._graphs) < len(self.batches):
+            return self.gradient_at(torch.zeros(self.size, device=self.device, dtype=self.dtype))
         total = torch.zeros(self.size, device=self.device, dtype=self.dtype)
-        with measurement_context(self.model, train=self.train_mode, seed=self.seed):
-            for i, w in enumerate(self.weights):
-                if self.backend == "double_backward":
-                    grads, _ = self._first_order(i)
-                else:
-                    loss_of, primal = self._functional(i)
-                    g = torch.func.grad(loss_of)(primal)
-                    grads = [g[k] for k in primal]
-                total.add_(self.flatten([g.detach() for g in grads]), alpha=w)
+        for (grads, _), w in zip((self._graphs[i] for i in range(len(self.batches))), self.weights):
+            total.add_(self.flatten([g.detach() for g in grads]), alpha=w)
         if self.distributed:
             dist.all_reduce(total)
         return total.div_(self.total_weight)
@@ -233,18 +266,18 @@ class HessianOperator(CurvatureOperator):
         return total.div_(self.total_weight)
 
     def _gradient_sum(self, shift: torch.Tensor) -> torch.Tensor:
-        """``Σ_b n_b ∇L_b(θ + shift)`` over this rank's batches."""
-        shifted = {"model." + n: (self._tensors["model." + n].detach() + s).requires_grad_(True)
-                   for n, s in zip(self.param_names, self.unflatten(shift))}
+        """``Σ_b n_b ∇L_b(θ + shift)`` over this rank's batches, by ``backward()`` into the shifted
+        tensors (module docstring: checkpointed activations)."""
         total = torch.zeros(self.size, device=self.device, dtype=self.dtype)
         # first order only: flash attention and compiled code stay as training runs them
-        with measurement_context(self.model, train=self.train_mode, seed=self.seed, second_order=False):
-            buffers = {k: v for k, v in self._arguments().items() if k not in self._tensors}
-            inputs = [shifted["model." + n] for n in self.param_names]
+        with measurement_context(self.model, train=self.module_modes, seed=self.seed, second_order=False):
+            fixed = self._arguments()
             for batch, w in zip(self.batches, self.weights):
-                loss = self._loss({**shifted, **buffers}, batch)
-                grads = torch.autograd.grad(loss, inputs, allow_unused=True)
-                total.add_(self.flatten([torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs)]),
+                shifted = {"model." + n: (self._tensors["model." + n].detach() + s).requires_grad_(True)
+                           for n, s in zip(self.param_names, self.unflatten(shift))}
+                inputs = [shifted["model." + n] for n in self.param_names]
+                self._loss({**fixed, **shifted}, batch, then=_backward)
+                total.add_(self.flatten([torch.zeros_like(x) if x.grad is None else x.grad for x in inputs]),
                            alpha=w)
         return total
 
@@ -267,24 +300,33 @@ class HessianOperator(CurvatureOperator):
         """Gradient of batch ``i``'s loss with its graph; indices of entries that depend on θ."""
         if i in self._graphs:
             return self._graphs[i]
-        tensors = self._arguments()
-        loss = self._loss(tensors, self.batches[i])
+        grads, live = self._loss(self._arguments(), self.batches[i], then=self._gradient_graph)
+        if self.cache_graph:
+            self._graphs[i] = (grads, live)
+        return grads, live
+
+    def _gradient_graph(self, loss: torch.Tensor) -> tuple[list[torch.Tensor], list[int]]:
         if not loss.requires_grad:
             raise ValueError(
                 "loss_fn(model, batch) returned a loss that does not depend on the parameters through "
                 "autograd (computed under torch.no_grad(), or detached?); the Hessian needs a loss that "
                 "is twice differentiable"
             )
-        inputs = [tensors["model." + n] for n in self.param_names]
+        inputs = [self._tensors["model." + n] for n in self.param_names]
         grads = torch.autograd.grad(loss, inputs, create_graph=True, allow_unused=True)
         grads = [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs)]
-        live = [j for j, g in enumerate(grads) if g.requires_grad]
-        if self.cache_graph:
-            self._graphs[i] = (grads, live)
-        return grads, live
+        return grads, [j for j, g in enumerate(grads) if g.requires_grad]
 
     def _hvp_double_backward(self, i: int, vs: list[torch.Tensor]) -> list[torch.Tensor]:
-        grads, live = self._first_order(i)
+        if self.cache_graph:  # a backward through checkpointed segments recomputes them: substituted still
+            first = self._first_order(i)
+            return self._loss(self._arguments(), None, then=lambda: self._second_order(first, vs))
+        # the whole product inside the substitution: a backward may recompute activations
+        return self._loss(self._arguments(), self.batches[i],
+                          then=lambda loss: self._second_order(self._gradient_graph(loss), vs))
+
+    def _second_order(self, first: tuple[list[torch.Tensor], list[int]], vs: list[torch.Tensor]) -> list[torch.Tensor]:
+        grads, live = first
         inputs = [self._tensors["model." + n] for n in self.param_names]
         out = [torch.zeros_like(x) for x in inputs]
         if live:
@@ -301,7 +343,7 @@ class HessianOperator(CurvatureOperator):
         batch = self.batches[i]
 
         def loss_of(p: dict[str, torch.Tensor]) -> torch.Tensor:
-            return self._loss({**p, **fixed}, batch)
+            return self._loss({**fixed, **p}, batch)
 
         return loss_of, {"model." + n: self._tensors["model." + n] for n in self.param_names}
 
@@ -328,10 +370,9 @@ class HessianOperator(CurvatureOperator):
         vs = self.unflatten(v)
         hvp = self._hvp_double_backward if self.backend == "double_backward" else self._hvp_forward_over_reverse
         total = torch.zeros(self.size, device=self.device, dtype=self.dtype)
-        # once every first-order graph is cached, a product is one backward pass: no forward,
-        # so no module mode or RNG stream to look after
-        cached = self.backend == "double_backward" and len(self._graphs) == len(self.batches)
-        with contextlib.nullcontext() if cached else measurement_context(self.model, train=self.train_mode, seed=self.seed):
+        # even with every first-order graph cached, a backward through checkpointed activations
+        # runs their forward again: modes and RNG streams as in the first
+        with measurement_context(self.model, train=self.module_modes, seed=self.seed):
             for i, w in enumerate(self.weights):
                 total.add_(self.flatten(hvp(i, vs)), alpha=w)
         if self.distributed:

@@ -37,7 +37,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .batches import batch_size, tree_map_tensors
-from .context import measurement_context
+from .context import measurement_context, train_flags
 from .finite_difference import STENCILS, Order, central_difference, estimated_error
 from .finite_difference import difference_step as difference_step_for
 from .operator import CurvatureOperator
@@ -141,6 +141,7 @@ class ShardedHessianOperator(CurvatureOperator):
         self.space = ShardedSpace(self._params[0].device_mesh.get_group())
         self.world = dist.get_world_size(self.space.group)
         self.train_mode, self.seed = mode == "train", seed
+        self.module_modes = train_flags(model, mode)
         self.batches = [tree_map_tensors(lambda t: t.to(self.device), b) for b in batches]
         self.weights = [float(batch_size(b)) for b in self.batches]
         counts = torch.tensor([len(self.batches), sum(self.weights)], dtype=torch.float64)
@@ -180,7 +181,7 @@ class ShardedHessianOperator(CurvatureOperator):
     def loss(self) -> torch.Tensor:
         """The global probe loss ``L`` at the operator's parameters (every rank gets it)."""
         total = torch.zeros((), dtype=torch.float64, device=self.device)
-        with torch.no_grad(), measurement_context(self.model, train=self.train_mode, seed=self.seed,
+        with torch.no_grad(), measurement_context(self.model, train=self.module_modes, seed=self.seed,
                                                   second_order=False):
             for batch, w in zip(self.batches, self.weights):
                 total += self.loss_fn(self.model, batch).double() * w
@@ -198,7 +199,7 @@ class ShardedHessianOperator(CurvatureOperator):
             reshard(self.model)
             for p in self._params:
                 p.grad = None
-            with torch.enable_grad(), measurement_context(self.model, train=self.train_mode, seed=self.seed,
+            with torch.enable_grad(), measurement_context(self.model, train=self.module_modes, seed=self.seed,
                                                           second_order=False):
                 for batch, w in zip(self.batches, self.weights):
                     loss = self.loss_fn(self.model, batch)

@@ -34,7 +34,7 @@ from torch.func import hessian, vmap
 
 from ..curvature import HessianOperator
 from ..curvature.batches import batch_size as count_samples
-from ..curvature.batches import tree_map_tensors
+from ..curvature.batches import select_samples
 from .ntk import empirical_ntk
 
 Sampling = Literal["reshuffle", "iid"]
@@ -219,7 +219,7 @@ class ParameterSpaceSGD:
 
     def curvature(self, D: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """``Uᵀ H_ξ U D`` for ``D`` of shape ``(E, m, k)`` in basis coordinates (``E·k`` products)."""
-        batch = tree_map_tensors(lambda t: t[idx.to(t.device)] if t.dim() > 0 else t, self.data)
+        batch = select_samples(self.data, idx)
         op = HessianOperator(self.model, self.loss_fn, [batch], mode=self.mode, distributed=False,
                              dtype=self.basis.dtype)
         E, m, k = D.shape

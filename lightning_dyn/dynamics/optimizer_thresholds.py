@@ -101,20 +101,22 @@ def check_supported(optimizer: torch.optim.Optimizer) -> None:
     _shared(optimizer.param_groups, {"sgd": "momentum", "adam": "betas", "rmsprop": "momentum"}[kind], kind)
 
 
-def stability_threshold(optimizer: torch.optim.Optimizer) -> float:
+def stability_threshold(optimizer: torch.optim.Optimizer, *, lr_scale: float = 1.0) -> float:
     """The sharpness at which the optimizer's *current* step becomes unstable (table above), read
     live from its parameter groups (a learning-rate scheduler changes it). For Adam/AdamW/RMSprop it
     is the threshold of the preconditioned sharpness. All groups must share the learning rate and
-    momentum; otherwise use :func:`stability_scaling`."""
+    momentum; otherwise use :func:`stability_scaling`. ``lr_scale``: the optimizer steps with
+    ``lr_scale ×`` its groups' rate (a reduction applied around the step). A rate of 0 takes no
+    step, which is never unstable: ``inf``."""
     kind = _kind(optimizer)
     groups = optimizer.param_groups
     lr = _shared(groups, "lr", kind)
     for key in {"sgd": ("momentum", "dampening", "nesterov", "weight_decay"), "adam": ("betas",),
                 "rmsprop": ("momentum",)}[kind]:
         _shared(groups, key, kind)
-    if float(lr) == 0:
+    if float(lr) * lr_scale == 0:
         return float("inf")  # no step, never unstable
-    threshold = _unit_threshold(kind, groups[0]) / float(lr)
+    threshold = _unit_threshold(kind, groups[0]) / (float(lr) * lr_scale)
     if kind == "sgd":
         threshold -= groups[0].get("weight_decay", 0.0)
     return threshold
@@ -138,20 +140,26 @@ def _rmsprop_preconditioner(state: dict, group: dict, p: nn.Parameter) -> Option
     return torch.sqrt(v) + group["eps"]
 
 
-def stability_scaling(optimizer: torch.optim.Optimizer, params: Sequence[nn.Parameter]) -> StabilityScaling:
+def stability_scaling(optimizer: torch.optim.Optimizer, params: Sequence[nn.Parameter], *,
+                      lr_scale: float = 1.0) -> StabilityScaling:
     """The scaling ``D`` over the flat layout of ``params`` and the threshold to compare
     ``λ_max(D H D)`` with, for per-group learning rates and adaptive preconditioners.
 
-    Parameters the optimizer does not update get ``D = 0``. Raises :class:`UnsupportedOptimizer`
-    for an optimizer or a mix of groups it cannot serve, and ``RuntimeError`` before an adaptive
-    optimizer's first step (its preconditioner does not exist yet)."""
+    Parameters the optimizer does not update get ``D = 0``. ``lr_scale``: the optimizer steps with
+    ``lr_scale ×`` its groups' rates. When every rate is 0 (the end of a cosine schedule) no step
+    is taken and nothing is unstable: the threshold is ``inf`` and ``D`` is that of equal rates
+    (``D² = 1/P`` for adaptive methods, ``H`` itself for SGD), so the sharpness is still measured.
+    Raises :class:`UnsupportedOptimizer` for an optimizer or a mix of groups it cannot serve, and
+    ``RuntimeError`` before an adaptive optimizer's first step (its preconditioner does not exist
+    yet)."""
     kind = _kind(optimizer)
     groups = optimizer.param_groups
     momentum_key = {"sgd": "momentum", "adam": "betas", "rmsprop": "momentum"}[kind]
     _shared(groups, momentum_key, kind)
-    lrs = {float(g["lr"]) for g in groups}
+    lrs = {float(g["lr"]) * lr_scale for g in groups}
+    resting = lrs == {0.0}
     if kind == "sgd" and len(lrs) == 1:
-        return StabilityScaling(stability_threshold(optimizer), None, False)
+        return StabilityScaling(stability_threshold(optimizer, lr_scale=lr_scale), None, False)
     group_of = {id(p): g for g in groups for p in g["params"]}
     pieces, never_updated = [], 0
     for p in params:
@@ -160,7 +168,8 @@ def stability_scaling(optimizer: torch.optim.Optimizer, params: Sequence[nn.Para
         if group is None:
             pieces.append(torch.zeros(shard.numel(), device=shard.device, dtype=shard.dtype))
             continue
-        lr = torch.full((shard.numel(),), float(group["lr"]), device=shard.device, dtype=torch.float64)
+        rate = 1.0 if resting else float(group["lr"]) * lr_scale
+        lr = torch.full((shard.numel(),), rate, device=shard.device, dtype=torch.float64)
         if kind == "sgd":
             pieces.append(lr.sqrt())
             continue
@@ -176,7 +185,8 @@ def stability_scaling(optimizer: torch.optim.Optimizer, params: Sequence[nn.Para
     weight_decay = groups[0].get("weight_decay", 0.0) if kind == "sgd" else 0.0
     if kind == "sgd" and weight_decay:
         raise UnsupportedOptimizer("SGD with weight decay and per-group learning rates has no single threshold")
-    return StabilityScaling(_unit_threshold(kind, groups[0]), scale, kind != "sgd", never_updated)
+    threshold = float("inf") if resting else _unit_threshold(kind, groups[0])
+    return StabilityScaling(threshold, scale, kind != "sgd", never_updated)
 
 
 def _second_moment(state: dict, group: dict) -> torch.Tensor:

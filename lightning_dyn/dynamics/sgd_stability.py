@@ -33,6 +33,8 @@ import torch
 from torch import nn
 
 from ..curvature import HessianOperator, MatrixFreeOperator, top_eigenpairs
+from ..curvature.batches import batch_size as batch_size_of
+from ..curvature.batches import tensors_of
 from ..sampling import private_generator
 from ..curvature.context import measurement_context
 from .linearised_sgd import Criterion, MomentumSGD, NormalSpaceSGD, ParameterSpaceSGD, Sampling, batches
@@ -179,16 +181,22 @@ def _check_loss_arguments(model: nn.Module, criterion: Any, data: Any, loss_fn: 
         raise TypeError(f"criterion must be callable as criterion(outputs, targets), got {type(criterion).__name__}"
                         + (" — the probe set goes third: sgd_lyapunov(model, criterion, (inputs, targets), ...)"
                            if isinstance(criterion, (tuple, list, torch.Tensor)) else ""))
-    if not (isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data)):
-        raise TypeError(f"data must be the probe set (inputs, targets) as two tensors, got {type(data).__name__}"
-                        + (" — is it in the criterion's place?" if callable(data) else ""))
-    if data[0].shape[0] != data[1].shape[0]:
-        raise ValueError(f"data: inputs and targets hold {data[0].shape[0]} and {data[1].shape[0]} samples")
     if loss_fn is not None and not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable as loss_fn(model, batch), got {type(loss_fn).__name__}")
     if criterion is None and (method == "gram" or loss_fn is None):
         raise TypeError("criterion(outputs, targets) is needed" + (" by method='gram'" if method == "gram" else
                                                                    " (or pass loss_fn(model, batch))"))
+    if method == "hvp" and loss_fn is not None:  # any batch loss_fn takes: a dict, a BatchEncoding, ...
+        if callable(data) or not tensors_of(data):
+            raise TypeError(f"data must be the probe set as one batch of tensors, got {type(data).__name__}"
+                            + (" — is it in the criterion's place?" if callable(data) else ""))
+        return
+    if not (isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data)):
+        raise TypeError(f"data must be the probe set (inputs, targets) as two tensors, got {type(data).__name__}"
+                        + (" — is it in the criterion's place?" if callable(data) else "")
+                        + ("" if method == "hvp" else "; with method='hvp' and loss_fn(model, batch) any batch works"))
+    if data[0].shape[0] != data[1].shape[0]:
+        raise ValueError(f"data: inputs and targets hold {data[0].shape[0]} and {data[1].shape[0]} samples")
 
 
 def _check_criterion_call(model: nn.Module, criterion: Optional[Criterion], data: Any) -> None:
@@ -243,7 +251,9 @@ def sgd_lyapunov(
         criterion: ``criterion(outputs, targets)``, the *mean* loss of a batch (e.g.
             ``nn.MSELoss()``, ``F.cross_entropy``); checked on two samples. May be ``None`` with
             ``method="hvp"`` and a ``loss_fn``.
-        data: the probe set ``(inputs, targets)`` — the samples SGD draws its batches from.
+        data: the probe set ``(inputs, targets)`` — the samples SGD draws its batches from; with
+            ``method="hvp"`` and a ``loss_fn``, any batch ``loss_fn`` takes (a dict, a ``transformers``
+            ``BatchEncoding``, ...: samples along the leading dimension of its tensors).
         lr, batch_size: the (η, B) to judge.
         method: ``"gram"`` (normal-space form from the NTK and the loss's output Hessians: exact at
             interpolation, cheap per step, needs a loss convex in the outputs) or ``"hvp"``
@@ -283,16 +293,17 @@ def sgd_lyapunov(
         raise ValueError(f"sampling must be 'reshuffle' or 'iid', got {sampling!r}")
     if not (isinstance(lr, (int, float)) and lr >= 0):
         raise ValueError(f"lr must be a number >= 0, got {lr!r}")
-    inputs, targets = data
-    n = inputs.shape[0]
+    n = batch_size_of(data)
     sizes = sorted({batch_size, *(batch_sizes or ())})
     for b in sizes:
         if not (isinstance(b, int) and 1 <= b <= n):
             raise ValueError(f"batch_size {b!r} must be an integer between 1 and the probe set size ({n})")
     generator = private_generator(generator, seed)
     with measurement_context(model, train=False, seed=seed), torch.enable_grad():
-        _check_criterion_call(model, criterion, data)
+        if method == "gram" or loss_fn is None:  # a criterion that will be used: checked on two samples
+            _check_criterion_call(model, criterion, data)
         if method == "gram":
+            inputs, targets = data
             lin, loss_t = NormalSpaceSGD.from_model(model, criterion, inputs, targets, method=ntk_method,
                                                    max_bytes=max_jacobian_bytes, dtype=dtype)
             loss = float(loss_t)
@@ -303,7 +314,7 @@ def sgd_lyapunov(
             def default_loss(m: nn.Module, batch: Any) -> torch.Tensor:
                 return criterion(m(batch[0]), batch[1])
 
-            lin, values, loss = _hvp_linearisation(model, loss_fn or default_loss, (inputs, targets),
+            lin, values, loss = _hvp_linearisation(model, loss_fn or default_loss, data,
                                                    hvp_directions, hvp_cutoff, generator)
             sharpness, h_min = values[0], values[-1]
         gd = gd_exponent(lr, [h_min, sharpness], momentum, nesterov)

@@ -9,7 +9,7 @@ kernel, no warm start, no Lanczos of ours), and scipy's ARPACK to a tolerance of
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import lightning.pytorch as pl
 import numpy as np
@@ -22,22 +22,34 @@ from tests.contract.harness import seed_all
 def _float64(batch: Any) -> Any:
     if isinstance(batch, torch.Tensor):
         return batch.double() if batch.is_floating_point() else batch
-    if isinstance(batch, dict):
+    if isinstance(batch, Mapping):  # a dict, or transformers' BatchEncoding (a UserDict)
         return {k: _float64(v) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)):
         return type(batch)(_float64(v) for v in batch)
     return batch
 
 
+def _samples(batch: Any) -> int:
+    first = batch[0] if isinstance(batch, (list, tuple)) else next(iter(batch.values()))
+    return len(first)
+
+
 def reference_top_eigenvalue(module: torch.nn.Module, loss_fn: Callable[[Any, Any], torch.Tensor],
-                             batches: Sequence[Any], *, scale: Optional[torch.Tensor] = None) -> float:
+                             batches: Sequence[Any], *, scale: Optional[torch.Tensor] = None,
+                             modes: str = "eval", params: Optional[Sequence[torch.nn.Parameter]] = None) -> float:
     """``λ_max(D H D)`` (``D = diag(scale)``, or ``H``) of the size-weighted mean of ``loss_fn`` over
-    ``batches``, in float64 and eval mode, by ARPACK on independent double-backward products."""
-    model = copy.deepcopy(module).double().eval()
-    names = [n for n, p in model.named_parameters() if p.requires_grad]
-    point = {n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters() if p.requires_grad}
+    ``batches``, in float64 and eval mode (``modes="as_is"``: each module's flag as the module has
+    it), by ARPACK on independent double-backward products. ``params``: the Hessian over these
+    parameters only (default: every one that requires grad)."""
+    wanted = None if params is None else {id(p) for p in params}
+    chosen = [n for n, p in module.named_parameters() if p.requires_grad and (wanted is None or id(p) in wanted)]
+    model = copy.deepcopy(module).double()
+    if modes == "eval":
+        model.eval()
+    names = [n for n, p in model.named_parameters() if n in chosen]
+    point = {n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters() if n in chosen}
     batches = [_float64(b) for b in batches]
-    sizes = [len(b[0]) if isinstance(b, (list, tuple)) else len(next(iter(b.values()))) for b in batches]
+    sizes = [_samples(b) for b in batches]
     with torch.enable_grad(), sdpa_kernel([SDPBackend.MATH]):
         loss = sum(loss_fn(_Swap(model, point), b) * n for b, n in zip(batches, sizes)) / sum(sizes)
         grads = torch.autograd.grad(loss, [point[n] for n in names], create_graph=True)

@@ -1,0 +1,69 @@
+"""A learning-rate reduction that lasts: a factor applied around each optimizer step.
+
+A callback that reduces the learning rate by writing ``group["lr"] *= f`` loses the reduction at
+the scheduler's next step: ``LambdaLR``, ``OneCycleLR``, ``CyclicLR``, cosine-with-warmup and the
+``transformers`` schedules recompute the rate from their own state and overwrite it (the
+recursive schedulers keep it, but compound it with their own arithmetic). So the scheduler's rate
+is never touched: a step pre-hook (``Optimizer.register_step_pre_hook``) multiplies every group's
+rate by ``factor`` just before the update, and a post-hook puts the scheduler's value back right
+after. The optimizer steps with ``factor × scheduled rate`` under every scheduler — chainable,
+closed-form, ``ReduceLROnPlateau``, ``SequentialLR`` — while the scheduler, ``LearningRateMonitor``
+and the optimizer's checkpointed state hold the schedule itself. ``factor`` is part of the owning
+callback's state (checkpointed) and is logged by it as ``dyn/lr_factor``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+
+
+class LearningRateReduction:
+    """A persistent multiplier on one optimizer's learning rates (module docstring)."""
+
+    def __init__(self) -> None:
+        #: the product of every reduction so far (1: none)
+        self.factor = 1.0
+        self._optimizer: Optional[torch.optim.Optimizer] = None
+        self._handles: list[Any] = []
+        self._scheduled: Optional[list[Any]] = None
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> None:
+        """Apply the factor around every step of ``optimizer`` from now on (once per optimizer)."""
+        if self._optimizer is optimizer:
+            return
+        self.detach()
+        self._optimizer = optimizer
+        self._handles = [optimizer.register_step_pre_hook(self._before_step),
+                         optimizer.register_step_post_hook(self._after_step)]
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles, self._optimizer = [], None
+
+    def reduce(self, by: float) -> None:
+        """Multiply the learning rate the optimizer steps with by ``by`` from the next step on."""
+        self.factor *= by
+
+    def _before_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if self.factor != 1.0:
+            self._scheduled = [group["lr"] for group in optimizer.param_groups]
+            for group in optimizer.param_groups:
+                group["lr"] = group["lr"] * self.factor
+
+    def _after_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if self._scheduled is not None:
+            for group, lr in zip(optimizer.param_groups, self._scheduled):
+                group["lr"] = lr  # the scheduler's own value, bitwise
+            self._scheduled = None
+
+    def __getstate__(self) -> dict[str, Any]:  # ddp_spawn pickles callbacks: hooks stay behind
+        return {"factor": self.factor, "_optimizer": None, "_handles": [], "_scheduled": None}
+
+    def state_dict(self) -> dict[str, float]:
+        return {"factor": self.factor}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.factor = float(state["factor"])
