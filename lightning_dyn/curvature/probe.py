@@ -10,9 +10,11 @@ draws that set once, with these guarantees:
   batches of the loader's ``batch_size``: the loader, its sampler, its ``generator=`` and the
   global RNG streams are never touched, so training sees the data order it would see without
   us, and two callbacks with the same seed draw the same set whatever else is attached. Only an
-  iterable dataset is read through the loader; then the loader's and its sampler's generators
-  are saved and restored around the draw, like the global streams (a generator the iterable
-  dataset keeps for itself is beyond reach: give it a map-style dataset, or ``probe_batches``).
+  iterable dataset is read through the loader; then the loader's and its sampler's generators,
+  and every random generator the dataset holds as an attribute (``torch.Generator``, numpy's
+  ``Generator``/``RandomState``, ``random.Random`` — a stream that shuffles itself), are saved
+  and restored around the draw, like the global streams. (A generator hidden deeper — inside an
+  object the dataset holds — is beyond reach: give it a map-style dataset, or ``probe_batches``.)
 * **One meaning of ``probe_size`` under DDP: global samples.** Every rank draws the same global
   indices from the (replicated) dataset; rank ``r`` of ``W`` keeps every ``W``-th sample from the
   ``r``-th on as its share for products that are all-reduced (:class:`HessianOperator`), and
@@ -87,21 +89,40 @@ def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
         yield items[start:start + size]
 
 
+def _saved(rng: Any) -> Optional[Callable[[], None]]:
+    """A function putting ``rng``'s current state back, or ``None`` for what is not a generator."""
+    if isinstance(rng, torch.Generator):
+        state = rng.get_state()
+        return lambda: rng.set_state(state)
+    if isinstance(rng, np.random.Generator):
+        state = rng.bit_generator.state
+        return lambda: setattr(rng.bit_generator, "state", state)
+    if isinstance(rng, np.random.RandomState):
+        state = rng.get_state()
+        return lambda: rng.set_state(state)
+    if isinstance(rng, random.Random):
+        state = rng.getstate()
+        return lambda: rng.setstate(state)
+    return None
+
+
 @contextlib.contextmanager
 def _loader_generators_preserved(loader: Any) -> Iterator[None]:
-    """Save and restore every RNG a loader may draw from while iterated."""
-    generators = {id(g): g for g in (getattr(loader, "generator", None),
-                                      getattr(getattr(loader, "sampler", None), "generator", None),
-                                      getattr(getattr(loader, "batch_sampler", None), "generator", None))
-                  if isinstance(g, torch.Generator)}
-    states = [(g, g.get_state()) for g in generators.values()]
+    """Save and restore every RNG a loader may draw from while iterated: its own, its samplers',
+    the dataset's attributes that are generators, and the global streams."""
+    dataset = getattr(loader, "dataset", None)
+    candidates = [getattr(loader, "generator", None), getattr(getattr(loader, "sampler", None), "generator", None),
+                  getattr(getattr(loader, "batch_sampler", None), "generator", None),
+                  *(vars(dataset).values() if hasattr(dataset, "__dict__") else ())]
+    unique = {id(g): g for g in candidates}
+    restores = [r for r in map(_saved, unique.values()) if r is not None]
     py_state, np_state = random.getstate(), np.random.get_state()
     with torch.random.fork_rng(devices=[]):
         try:
             yield
         finally:
-            for g, state in states:
-                g.set_state(state)
+            for restore in restores:
+                restore()
             random.setstate(py_state)
             np.random.set_state(np_state)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
@@ -65,5 +68,22 @@ def test_an_iterable_dataset_is_read_through_the_loader_with_its_generators_put_
     probe = draw_probe_set(loader, 10, device=CPU)
     assert probe.num_samples == 10 and [len(b[1]) for b in probe.batches] == [4, 4, 2]
     assert torch.equal(loader.generator.get_state(), loader_state)
-    # the dataset's own generator is the user's business: it is not the loader's, and it moved
-    assert not torch.equal(g.get_state(), state)
+    # the dataset's own generator (an attribute) is put back too: the stream training reads is unchanged
+    assert torch.equal(g.get_state(), state)
+
+
+class _NumpyStream(IterableDataset):
+    def __init__(self) -> None:
+        self.rng, self.legacy, self.python = np.random.default_rng(0), np.random.RandomState(1), random.Random(2)
+
+    def __iter__(self):
+        for _ in range(100):
+            yield torch.tensor([self.rng.normal(), self.legacy.normal(), self.python.random()])
+
+
+def test_numpy_and_python_generators_of_a_stream_are_put_back():
+    stream = _NumpyStream()
+    before = (stream.rng.bit_generator.state, stream.legacy.get_state()[1].copy(), stream.python.getstate())
+    draw_probe_set(DataLoader(stream, batch_size=4), 10, device=CPU)
+    assert stream.rng.bit_generator.state == before[0]
+    assert (stream.legacy.get_state()[1] == before[1]).all() and stream.python.getstate() == before[2]
