@@ -28,6 +28,7 @@ def demo(argv: Sequence[str]) -> str:
     from .callbacks import EdgeOfStability
     from .data import DigitsDataModule
     from .models import SquaredLossMLP
+    from .progress import StepProgressBar
 
     parser = argparse.ArgumentParser(prog="lightning-dyn demo", description="The edge of stability on sklearn digits.")
     parser.add_argument("--steps", type=int, default=3000)
@@ -37,7 +38,9 @@ def demo(argv: Sequence[str]) -> str:
     args = parser.parse_args(argv)
     eos = EdgeOfStability(every_n_steps=args.every)
     logger = TensorBoardLogger(args.out, name="edge_of_stability", default_hp_metric=False)
-    trainer = pl.Trainer(max_steps=args.steps, callbacks=[eos], logger=logger, log_every_n_steps=1,
+    # full-batch GD: an epoch is one step, so the bar counts steps (Lightning's restarts every epoch)
+    trainer = pl.Trainer(max_steps=args.steps, callbacks=[eos, StepProgressBar(refresh_rate=10)], logger=logger,
+                         log_every_n_steps=1,
                          enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=True,
                          accelerator="auto", devices=1)
     print(f"training a tanh MLP 64-200-200-10 on 1000 sklearn digits, full-batch GD at eta={args.lr} "

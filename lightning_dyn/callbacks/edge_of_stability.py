@@ -24,7 +24,7 @@ default the first): its threshold, over the parameters it steps. A learning rate
 a cosine schedule) takes no step: the sharpness is logged, with no threshold, ratio or regime.
 Optional action on reaching the edge or crossing it by ``margin``: ``"warn"``, ``"stop"`` (the
 same decision on every rank) or ``"reduce_lr"`` by ``lr_factor`` — a reduction that lasts under
-any scheduler (:class:`~lightning_dyn.callbacks.lr_reduction.LearningRateReduction`: the factor is
+any scheduler (:class:`~lightning_dyn.callbacks.LearningRateReduction`: the factor is
 applied around each optimizer step, checkpointed, and logged as ``dyn/lr_factor``). TensorBoard: a custom-scalars layout (sharpness with threshold on
 one chart, the ratio with a line at 1) and, at fit end, the figures of sharpness against threshold
 and of the Hessian's spectral density.

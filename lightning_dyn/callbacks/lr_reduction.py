@@ -20,10 +20,20 @@ import torch
 
 
 class LearningRateReduction:
-    """A persistent multiplier on one optimizer's learning rates (module docstring)."""
+    """A persistent multiplier on one optimizer's learning rates.
+
+    A reduction written into ``group["lr"]`` is overwritten at the scheduler's next step
+    (``LambdaLR``, ``OneCycleLR``, the ``transformers`` schedules recompute the rate from their own
+    state). This object leaves the scheduler's rate alone: a step pre-hook
+    (``Optimizer.register_step_pre_hook``) multiplies every group's rate by :attr:`factor` just
+    before the update, a post-hook puts the scheduler's value back right after. The optimizer steps
+    with ``factor ×`` the scheduled rate under every scheduler; the scheduler, ``LearningRateMonitor``
+    and the optimizer's checkpointed state hold the schedule itself. Its owner checkpoints
+    :meth:`state_dict` and logs :attr:`factor` (``dyn/lr_factor``).
+    """
 
     def __init__(self) -> None:
-        #: the product of every reduction so far (1: none)
+        #: the product of every reduction so far (1 when none)
         self.factor = 1.0
         self._optimizer: Optional[torch.optim.Optimizer] = None
         self._handles: list[Any] = []

@@ -148,7 +148,7 @@ class SGDLyapunov(DynamicsCallback):
         self.num_steps, self.num_lrs, self.max_gram_outputs = num_steps, num_lrs, max_gram_outputs
         self.hvp_directions = hvp_directions
         self.precision = precision
-        #: the probe set as one batch: (inputs, targets) for "gram", any batch for "hvp"
+        #: the probe set as one batch — (inputs, targets) for "gram", any batch for "hvp"
         self.data: Any = None
         self.sampling_arg = sampling
         self.sampling: Literal["reshuffle", "iid"] = sampling or "iid"

@@ -75,7 +75,7 @@ ENTRIES = [
         tags=("dyn/sharpness", "dyn/eig_1", "dyn/cost/HessianSharpness_hvps"),
         bad_kwargs=[({"every_n_steps": 0}, "every_n_steps"), ({"k": 0}, "k"), ({"tol": 0.0}, "tol"),
                     ({"mode": "test"}, "mode"), ({"cold_every": -1}, "cold_every"), ({"backend": "exact"}, "backend"),
-                    ({"probe_batches": []}, "probe_batches")],
+                    ({"optimizer": -1}, "optimizer"), ({"probe_batches": []}, "probe_batches")],
         ddp_tag="dyn/sharpness",
     ),
     ContractEntry(
@@ -83,7 +83,8 @@ ENTRIES = [
         factory=_with_settings(EdgeOfStability, {"every_n_steps": 4, "probe_size": 256, "tol": 1e-6}),
         tags=("dyn/sharpness_ratio", "dyn/eos_sharpness", "dyn/stability_threshold", "dyn/regime"),
         bad_kwargs=[({"every_n_steps": -3}, "every_n_steps"), ({"action": "explode"}, "action"),
-                    ({"act_on": "below"}, "act_on"), ({"margin": 2.0}, "margin"), ({"lr_factor": 1.5}, "lr_factor")],
+                    ({"act_on": "below"}, "act_on"), ({"margin": 2.0}, "margin"), ({"lr_factor": 1.5}, "lr_factor"),
+                    ({"optimizer": 1.5}, "optimizer")],
         ddp_tag="dyn/eos_sharpness",
     ),
     ContractEntry(

@@ -66,7 +66,7 @@ def test_batchnorm_frozen_from_a_hook_stays_frozen(mode):
     if mode == "train":  # what unfreezing the BatchNorm layers would have measured instead
         module.train()
         unfrozen = reference_top_eigenvalue(module, cross_entropy, sharp.batches, modes="as_is")
-        assert abs(unfrozen - want) > 0.02 * want
+        assert unfrozen > 2 * want  # 9.93 against 2.57
 
 
 class LoRALinear(nn.Module):
