@@ -162,7 +162,6 @@ class HessianOperator(CurvatureOperator):
         self.device = self._params[0].device
         # a measurement never runs below float32: 16-bit parameters (bf16-true, fp16) are cast up
         self.dtype = dtype or (torch.float32 if self._params[0].dtype in HALF else self._params[0].dtype)
-        self.train_mode = mode == "train"
         #: the flags measurements set — ``None`` leaves each module's as training has it (``"train"``
         #: on a module in training mode — a BatchNorm its user froze in eval mode stays frozen)
         self.module_modes = train_flags(model, mode)

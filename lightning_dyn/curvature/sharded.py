@@ -140,7 +140,7 @@ class ShardedHessianOperator(CurvatureOperator):
         self.device, self.dtype = self._locals[0].device, self._locals[0].dtype
         self.space = ShardedSpace(self._params[0].device_mesh.get_group())
         self.world = dist.get_world_size(self.space.group)
-        self.train_mode, self.seed = mode == "train", seed
+        self.seed = seed
         self.module_modes = train_flags(model, mode)
         self.batches = [tree_map_tensors(lambda t: t.to(self.device), b) for b in batches]
         self.weights = [float(batch_size(b)) for b in self.batches]
