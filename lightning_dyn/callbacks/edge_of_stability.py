@@ -25,9 +25,9 @@ a cosine schedule) takes no step: the sharpness is logged, with no threshold, ra
 Optional action on reaching the edge or crossing it by ``margin``: ``"warn"``, ``"stop"`` (the
 same decision on every rank) or ``"reduce_lr"`` by ``lr_factor`` — a reduction that lasts under
 any scheduler (:class:`~lightning_dyn.callbacks.LearningRateReduction`: the factor is
-applied around each optimizer step, checkpointed, and logged as ``dyn/lr_factor``). TensorBoard: a custom-scalars layout (sharpness with threshold on
-one chart, the ratio with a line at 1) and, at fit end, the figures of sharpness against threshold
-and of the Hessian's spectral density.
+applied around each optimizer step, checkpointed, and logged as ``dyn/lr_factor``). TensorBoard: a
+custom-scalars layout (sharpness with threshold on one chart, the ratio with a line at 1) and, at
+fit end, the figures of sharpness against threshold and of the Hessian's spectral density.
 """
 
 from __future__ import annotations
@@ -210,8 +210,8 @@ class EdgeOfStability(HessianSharpness):
             trainer.should_stop = True
         elif self.action == "reduce_lr":
             self.lr_reduction.reduce(self.lr_factor)
-            rank_zero_warn(message + f"; learning rate multiplied by {self.lr_factor} (now {self.lr_reduction.factor:.4g}× "
-                                     "the scheduler's, from the next step)")
+            rank_zero_warn(message + f"; learning rate multiplied by {self.lr_factor} (now "
+                                     f"{self.lr_reduction.factor:.4g}× the scheduler's, from the next step)")
 
     def fit_end_figure(self) -> Any:
         return series_figure(self.history, [self.sharpness_tag, "dyn/stability_threshold"],

@@ -99,7 +99,7 @@ ENTRIES = [
                     ({"sampling": "stratified"}, "sampling")],
         ddp_tag="dyn/sgd_lyapunov",
         accepts_loss_fn=False,
-        ddp_kwargs={"probe_size": 256, "sampling": "reshuffle"},
+        ddp_kwargs={"probe_size": 128, "sampling": "reshuffle"},
         unservable=({"criterion": None}, "needs `criterion"),
         nan_after=lambda going_nan: {"criterion": lambda out, y: F.cross_entropy(out, y) * (math.nan if going_nan() else 1.0)},
     ),
