@@ -232,3 +232,33 @@ def test_a_spelling_of_an_earlier_version_says_what_it_is_now():
         GradientExplosionMonitor(action="log")
     with pytest.raises(ValueError, match="HessianSettings"):
         HessianSharpness(hessian={"k": 2})
+
+
+# 5b. An action that changes training is one decision on every rank, and it lasts -----------------
+@pytest.mark.slow
+def test_reduce_lr_is_one_decision_on_every_rank_and_lasts(tmp_path):
+    """``EdgeOfStability(action="reduce_lr")`` under ``ddp_spawn``: both ranks reduce at the same
+    measurement (band 0.99 makes the first measurement the edge), keep the same factor after it
+    (their measurements stay equal, so their parameters do), as one process decides."""
+    from lightning_dyn import EdgeOfStability
+
+    torch.multiprocessing.set_sharing_strategy("file_system")
+    frozen = dict(module_kwargs={"batchnorm": False}, loader_kwargs={"shuffle": False})
+
+    def eos():
+        return EdgeOfStability(every_n_steps=2, hessian=HessianSettings(probe_size=128, tol=1e-6),
+                               action="reduce_lr", act_on="edge", band=0.99, lr_factor=0.5)
+
+    single = eos()
+    with pytest.warns(UserWarning, match="learning rate multiplied"):
+        fit([single], tmp_path / "single", max_steps=8, **frozen)
+    callback = eos()
+    fit([callback, HistoryRecorder(callback, str(tmp_path))], tmp_path / "ddp", max_steps=8, strategy="ddp_spawn",
+        devices=2, **frozen)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert ranks[0] == ranks[1]
+    # reduced once, at the first measurement, and kept (the schedule of decisions one process takes too;
+    # the values differ from one process's: each rank trains on its own half of the batches)
+    assert [h["dyn/lr_factor"] for h in ranks[0]] == [1.0, 0.5, 0.5, 0.5] == \
+        [h["dyn/lr_factor"] for h in single.history]
+    assert single.lr_reduction.factor == 0.5 and single.lr_reduction.state_dict() == {"factor": 0.5}
