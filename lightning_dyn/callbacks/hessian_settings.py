@@ -38,8 +38,9 @@ class HessianSettings:
         loss_fn: ``loss_fn(pl_module, batch) -> scalar``; default: the module's ``training_step``
             (a tensor or a dict with ``"loss"``), with its ``self.log`` calls muted. Required under
             manual optimization (that ``training_step`` steps the optimizer itself).
-        mode: the module's mode while measuring: ``"eval"`` (default; Dropout off, BatchNorm running
-            statistics) or ``"train"``.
+        mode: the module's mode while measuring: ``"eval"`` (default; every module in eval mode —
+            Dropout off, BatchNorm running statistics) or ``"train"``: the modes training has at that
+            step, each module's flag left as it is (a BatchNorm frozen in eval mode stays frozen).
         backend: how Hessian-vector products are taken: ``"auto"`` (default: one product at setup
             decides — double backward where it runs and is right, else central differences of
             gradients, said in one line), ``"double_backward"`` or ``"finite_difference"``.

@@ -2,7 +2,7 @@
 
 One vocabulary across the callbacks (what the words mean is in each callback's docstring):
 ``every_n_steps``/``at_fit_end``/``seed`` — the schedule and the private generator, on every
-callback; ``mode`` — the module's train/eval mode while measuring; ``method`` — the algorithm a
+callback; ``mode`` — the module's train/eval mode while measuring (``"train"``: the modes training has); ``method`` — the algorithm a
 measurement uses; ``backend`` — how Hessian-vector products are taken; ``action`` — what happens
 when a callback's condition is met, ``"none"`` (log only), ``"warn"``, ``"stop"`` and the
 callback's own; ``tol`` — a relative accuracy in ``(0, 1)``.
