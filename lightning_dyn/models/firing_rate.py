@@ -23,12 +23,14 @@ class FiringRateNetwork(nn.Module):
         adjacency: ``None`` (all-to-all) or an ``(N, N)`` dense/sparse weight matrix ``W``.
         activation: ``σ`` (default ``tanh``).
         external_input: ``I``, a scalar or ``(N,)`` tensor.
-        gain: a scalar multiplying the coupling (the analogue of Kuramoto's ``K``).
+        gain: a scalar multiplying the coupling (the analogue of Kuramoto's ``K``), or a tensor
+            broadcasting against the state — e.g. shape ``(G, 1)`` for a batch of ``G`` networks
+            ``(G, N)``, one gain each (a sweep in one integration).
     """
 
     def __init__(self, num_nodes: int, adjacency: Optional[torch.Tensor] = None, *,
                  activation: Callable[[torch.Tensor], torch.Tensor] = torch.tanh,
-                 external_input: float | torch.Tensor = 0.0, gain: float = 1.0) -> None:
+                 external_input: float | torch.Tensor = 0.0, gain: float | torch.Tensor = 1.0) -> None:
         super().__init__()
         self.coupling_operator = GraphCoupling(num_nodes, adjacency)
         self.activation = activation
