@@ -30,3 +30,14 @@ def test_graph_and_all_to_all_forms_agree_on_the_complete_graph():
     torch.testing.assert_close(FiringRateNetwork(n, W)(t, u), expected, rtol=0, atol=1e-12)
     with pytest.raises(ValueError, match="square"):
         FiringRateNetwork(n, torch.zeros(n, n + 1))
+
+
+def test_a_gain_per_row_integrates_a_sweep_at_once():
+    n = 50
+    W = torch.rand(n, n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    u0 = torch.linspace(-1, 1, n, dtype=torch.float64)
+    gains = [0.5, 2.0, 3.0]
+    batched = FiringRateNetwork(n, W, gain=torch.tensor(gains, dtype=torch.float64)[:, None])
+    field = batched(torch.tensor(0.0), u0.expand(len(gains), n))
+    for row, g in zip(field, gains):
+        torch.testing.assert_close(row, FiringRateNetwork(n, W, gain=g)(torch.tensor(0.0), u0))
