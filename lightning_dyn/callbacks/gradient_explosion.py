@@ -55,6 +55,7 @@ from .base import DynamicsCallback, Measurement
 from .validation import check_choice, check_positive, check_positive_int
 from .compat import ConfigurationError
 from .figures import add_figure, depth_profile_figure
+from .optimizers import stepped_parameters
 
 Action = Literal["none", "warn", "skip", "stop", "raise"]
 ACTIONS: tuple[str, ...] = ("none", "warn", "skip", "stop", "raise")
@@ -218,9 +219,8 @@ class GradientExplosionMonitor(DynamicsCallback):
         """The optimizer's index in ``trainer.optimizers`` and which of ``_params`` it steps (cached)."""
         known = self._stepped.get(id(optimizer))
         if known is None:
-            raw = getattr(optimizer, "optimizer", optimizer)  # a LightningOptimizer wraps the torch one
-            index = next((i for i, o in enumerate(trainer.optimizers) if o is raw), 0)
-            stepped = {id(p) for group in raw.param_groups for p in group["params"]}
+            index = next((i for i, o in enumerate(trainer.optimizers) if o is optimizer), 0)
+            stepped = {id(p) for p in stepped_parameters(optimizer)}
             known = self._stepped[id(optimizer)] = (index, [id(p) in stepped for p in self._params])
             while len(self.windows) <= index:
                 self.windows.append(deque(maxlen=self.window))

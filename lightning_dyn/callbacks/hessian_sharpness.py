@@ -120,7 +120,6 @@ class HessianSharpness(DynamicsCallback):
         self.product_backend = check_measurable(pl_module, self.loss, self.batches[0], owner=owner, mode=self.mode,
                                                 seed=self.seed, backend=self.backend)
         self.cost_unit = "fd_hvps" if self.product_backend == "finite_difference" else "hvps"
-        optimizer_at(trainer, self.hessian.optimizer, owner, required=False)
         describe_measured(trainer, pl_module, self.hessian.optimizer, owner)
         self._trainable = self._signature(trainer, pl_module)
         self._sharded = sharded_model(pl_module)

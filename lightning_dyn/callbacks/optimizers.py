@@ -50,17 +50,18 @@ def stepped_parameters(optimizer: torch.optim.Optimizer) -> list[torch.nn.Parame
 
 
 def describe_measured(trainer: Any, pl_module: Any, index: int, owner: str) -> None:
-    """One line at setup when the choice matters: several optimizers, or trainable parameters that
-    the measured optimizer does not step."""
-    optimizers = real_optimizers(trainer)
-    if not optimizers:
+    """Check ``index`` at setup (:func:`optimizer_at`) and say in one line what is measured when the
+    choice matters: several optimizers, or trainable parameters the measured optimizer does not step."""
+    optimizer = optimizer_at(trainer, index, owner, required=False)
+    if optimizer is None:
         return
-    stepped = stepped_parameters(optimizers[index])
+    optimizers = real_optimizers(trainer)
+    stepped = stepped_parameters(optimizer)
     ids = {id(p) for p in stepped}
     left_out = [p for p in pl_module.parameters() if p.requires_grad and id(p) not in ids]
     if len(optimizers) == 1 and not left_out:
         return
-    which = f"optimizer {index} ({type(optimizers[index]).__name__}) of {len(optimizers)}"
+    which = f"optimizer {index} ({type(optimizer).__name__}) of {len(optimizers)}"
     rest = (f"; {sum(p.numel() for p in left_out):,} trainable entries it does not step are left out"
             if left_out else "")
     rank_zero_info(f"{owner}: measuring the {sum(p.numel() for p in stepped):,} parameters {which} steps{rest} "

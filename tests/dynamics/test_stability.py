@@ -144,3 +144,23 @@ def test_unsupported_and_premature_cases_say_so():
     outside = _param()
     scaling = stability_scaling(torch.optim.SGD([{"params": [a], "lr": 0.1}, {"params": [b], "lr": 0.2}]), [a, outside])
     assert float(scaling.scale[1]) == 0.0
+
+
+def test_a_reduction_and_a_rate_of_zero():
+    p = nn.Parameter(torch.ones(3))
+    sgd = torch.optim.SGD([p], lr=0.1, momentum=0.5)
+    # the rate stepped with is lr_scale × the group's: (2 + 2β)/(η·s)
+    assert stability_threshold(sgd, lr_scale=0.25) == pytest.approx(3 / (0.1 * 0.25))
+    adam = torch.optim.Adam([p], lr=1e-3)
+    p.grad = torch.tensor([1.0, 2.0, 4.0])
+    adam.step()
+    for group in adam.param_groups:
+        group["lr"] = 0.0  # the end of a cosine schedule: no step, nothing unstable
+    scaling = stability_scaling(adam, [p])
+    assert scaling.threshold == float("inf")
+    # D² = 1/P (the rates taken as equal), so λ_max(P⁻¹H) is still measured
+    beta1, beta2 = adam.param_groups[0]["betas"]
+    v = adam.state[p]["exp_avg_sq"].double()
+    P = (1 - beta1) * ((v / (1 - beta2)).sqrt() + adam.param_groups[0]["eps"])
+    torch.testing.assert_close(scaling.scale, P.rsqrt())
+    assert stability_threshold(sgd, lr_scale=0.0) == float("inf")
