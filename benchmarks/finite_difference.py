@@ -16,8 +16,10 @@ The peer comes from the ``bench`` extra (``pip install -e .[bench]``); nothing i
 2. the top eigenvalue, cold, tol 1e-4: products, relative error against float64 double backward,
    wall time — ours (double backward, differences) and hessian-eigenthings' ``lanczos(k=1)`` on its
    finite-difference operator;
-3. the overhead of ``EdgeOfStability(every_n_steps=50, backend="finite_difference")`` on a real
-   ``Trainer.fit`` of the same model (AdamW) against the same fit without it.
+3. the overhead of ``EdgeOfStability(every_n_steps=50)`` on a real ``Trainer.fit`` of the same model
+   (AdamW) against the same fit without it: with its defaults (the probe set one training batch),
+   with ``max_overhead=0.05``, and its per-step update sharpness alone; ``--backend auto`` leaves
+   the backend to the setup check (default here: ``finite_difference``, as the rows in RESULTS.md).
 """
 
 from __future__ import annotations
@@ -151,26 +153,56 @@ class LanguageModel(pl.LightningModule):
 
 
 def section_overhead(args) -> None:
-    def run(callbacks):
+    """EdgeOfStability(every_n_steps=50) as a user attaches it — defaults, so a probe set of one
+    training batch — against the same fit without it; with ``max_overhead=0.05``; and the per-step
+    update sharpness alone (no measurement in the loop). Also how close the per-step update sharpness
+    runs to the measured (preconditioned) sharpness at the measured steps."""
+    import tempfile
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    def run(callbacks, logger=False):
         module = LanguageModel(gpt(args.layers, args.width, args.vocab, args.heads))
         loader = DataLoader(TensorDataset(tokens(512, 1, args.vocab)), batch_size=8, shuffle=True,
                             generator=torch.Generator().manual_seed(0))
-        trainer = pl.Trainer(max_steps=args.steps, callbacks=callbacks, logger=False, enable_checkpointing=False,
-                             enable_progress_bar=False, enable_model_summary=False,
+        trainer = pl.Trainer(max_steps=args.steps, callbacks=callbacks, logger=logger, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=10**9,
                              accelerator="gpu" if args.device == "cuda" else "cpu", devices=1,
                              precision=args.precision)
+        synchronize()
         start = time.perf_counter()
         trainer.fit(module, loader)
+        synchronize()
         return time.perf_counter() - start
 
+    backend = None if args.backend == "auto" else args.backend
+    settings = HessianSettings() if backend is None else HessianSettings(backend=backend)
     plain = run([])
-    eos = EdgeOfStability(every_n_steps=args.every, hessian=HessianSettings(probe_size=8, backend=args.backend), density_at_fit_end=False)
-    observed = run([eos])
-    print(f"\n## EdgeOfStability(every_n_steps={args.every}, backend={args.backend!r}) on a {args.steps}-step fit "
-          f"({args.precision}; products by {eos.product_backend})")
-    print(f"without callback {plain:7.1f} s\nwith it          {observed:7.1f} s   overhead {(observed - plain) / plain:6.1%}   "
-          f"{len(eos.history)} measurements, products {[h['hvps'] for h in eos.history]}, "
-          f"{eos.total_seconds:.1f} s measuring")
+    print(f"\n## EdgeOfStability(every_n_steps={args.every}) on a {args.steps}-step fit ({args.precision}; AdamW; "
+          f"batches of 8 × {LENGTH} tokens; backend {args.backend})")
+    print(f"{'without callback':52s} {plain:7.1f} s")
+    logs = tempfile.mkdtemp()
+    for name, kwargs in (("defaults (probe: one training batch)", {}),
+                         ("max_overhead=0.05", {"max_overhead": 0.05})):
+        eos = EdgeOfStability(every_n_steps=args.every, hessian=settings, **kwargs)
+        logger = CSVLogger(logs, name=name.split()[0].replace("=", "_"))
+        seconds = run([eos], logger)
+        print(f"{'with it, ' + name:52s} {seconds:7.1f} s   overhead {(seconds - plain) / plain:6.1%}   "
+              f"{len(eos.history)} measurements at {[h['step'] for h in eos.history]}, products "
+              f"{[h['hvps'] for h in eos.history]} ({eos.product_backend}), {eos.total_seconds:.1f} s in the callback")
+        if not kwargs:
+            import csv
+
+            rows = list(csv.DictReader(open(Path(logger.log_dir) / "metrics.csv")))
+            per_step = {int(r["step"]): float(r["dyn/update_sharpness"]) for r in rows if r.get("dyn/update_sharpness")}
+            tag = eos.sharpness_tag
+            pairs = [(per_step[h["step"]], h[tag]) for h in eos.history if h["step"] in per_step and tag in h]
+            print(f"{'':52s} update sharpness / {tag} at the measured steps: "
+                  f"{', '.join(f'{u / v:.3f}' for u, v in pairs)}")
+    signal = EdgeOfStability(every_n_steps=10**9, hessian=settings, at_fit_end=False)
+    seconds = run([signal])
+    print(f"{'per-step update sharpness alone':52s} {seconds:7.1f} s   overhead {(seconds - plain) / plain:6.1%}   "
+          f"({signal.total_seconds:.2f} s in the callback, setup's one product included)")
 
 
 def main() -> None:

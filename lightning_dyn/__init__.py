@@ -22,7 +22,7 @@ from .dynamics import jacobian_spectrum, lyapunov_spectrum, sgd_lyapunov
 from .function_classes import classify_architecture, find_critical_points
 from .models import AugmentedNeuralODE, KuramotoNetwork, NeuralDDE, NeuralODE
 
-__version__ = "1.2.0"
+__version__ = "1.3.0"
 
 __all__ = [
     # callbacks and their settings

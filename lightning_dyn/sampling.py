@@ -14,6 +14,19 @@ def private_generator(generator: Optional[torch.Generator], seed: int = 0) -> to
     return generator if generator is not None else torch.Generator().manual_seed(seed)
 
 
+def generator_bytes(generator: torch.Generator) -> bytes:
+    """A generator's state as plain bytes: a state tensor would cross a process boundary of torch's
+    multiprocessing (``ddp_spawn``) through a file descriptor; bytes cross any."""
+    return bytes(generator.get_state().numpy())
+
+
+def generator_from_bytes(state: bytes) -> torch.Generator:
+    """The generator whose state :func:`generator_bytes` returned."""
+    generator = torch.Generator()
+    generator.set_state(torch.frombuffer(bytearray(state), dtype=torch.uint8))
+    return generator
+
+
 def random_vectors(
     shape: tuple[int, ...],
     *,

@@ -27,6 +27,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from ..curvature.sharded import reshard
+from ..sampling import generator_bytes, generator_from_bytes
 from .compat import CALLBACK_BASES, ConfigurationError, tensorboard_writer
 from .figures import write_layout
 from .validation import check_positive_int
@@ -125,16 +126,10 @@ class DynamicsCallback(*CALLBACK_BASES):  # type: ignore[misc]
 
     # -- pickling (``ddp_spawn`` sends the callbacks to the new processes) -----------------------
     def __getstate__(self) -> dict[str, Any]:
-        # a torch.Generator's state is a tensor, which torch's multiprocessing would share through
-        # a file descriptor; plain bytes cross any process boundary
-        state = dict(self.__dict__)
-        state["generator"] = bytes(self.generator.get_state().numpy())
-        return state
+        return {**self.__dict__, "generator": generator_bytes(self.generator)}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        generator = torch.Generator()
-        generator.set_state(torch.frombuffer(bytearray(state["generator"]), dtype=torch.uint8))
-        self.__dict__.update({**state, "generator": generator})
+        self.__dict__.update({**state, "generator": generator_from_bytes(state["generator"])})
 
     # -- for subclasses ---------------------------------------------------------------------
     def prepare(self, trainer: Any, pl_module: Any) -> None:
@@ -183,13 +178,18 @@ class DynamicsCallback(*CALLBACK_BASES):  # type: ignore[misc]
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         step = trainer.global_step
-        if step > 0 and step % self.every_n_steps == 0 and step != self.last_step:
+        if step > 0 and step != self.last_step and self.due(step):
             self._measure_and_log(trainer, pl_module, in_loop=True)
         elif self.last_step < 0 and step > 0 and trainer.is_last_batch and self._awaited(trainer):
             # an epoch ends before the first scheduled measurement while EarlyStopping or
             # ModelCheckpoint waits for one of our tags: measure now, once, rather than let it
             # fail with "metric not available" (later epochs find the last value)
             self._measure_and_log(trainer, pl_module, in_loop=True)
+
+    def due(self, step: int) -> bool:
+        """Whether the schedule measures at optimizer step ``step`` (``step > 0``): every
+        ``every_n_steps`` (a subclass with a budget skips some)."""
+        return step % self.every_n_steps == 0
 
     def may_write(self, tag: str) -> bool:
         """Whether this callback may log ``tag`` (a subclass with a fixed set of tags narrows it)."""

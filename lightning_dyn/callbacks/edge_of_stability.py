@@ -34,22 +34,28 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
+import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from ..curvature import CurvatureOperator, PreconditionedOperator
+from ..curvature import CurvatureOperator, PreconditionedOperator, UpdateCurvature
 from ..dynamics.edge_of_stability import REGIMES, classify_regime
 from ..dynamics.optimizer_thresholds import UnsupportedOptimizer, check_supported, is_adaptive, stability_scaling
-from .base import Measurement
+from .base import DynamicsCallback, Measurement
 from .compat import ConfigurationError
+from .hessian_measurement import (HessianAttributes, HessianMeasurement, eigenvalue_histogram, eigenvalue_scalars,
+                                  fit_end_density, fit_end_figures)
 from .hessian_settings import HessianSettings
 from .lr_reduction import LearningRateReduction
-from .optimizers import optimizer_at
+from .optimizers import optimizer_at, stepped_parameters
 from .validation import check_choice, check_fraction
-from .hessian_sharpness import HessianSharpness
 from .figures import series_figure
 
 
-class EdgeOfStability(HessianSharpness):
+#: the preconditioner and threshold of the per-step update sharpness are refreshed this often (steps)
+UPDATE_METRIC_EVERY = 10
+
+
+class EdgeOfStability(HessianAttributes, DynamicsCallback):
     """Sharpness against the optimizer's stability threshold, with the edge-of-stability regime.
 
     All arguments are keyword-only.
@@ -68,11 +74,24 @@ class EdgeOfStability(HessianSharpness):
         density_at_fit_end: at fit end also estimate the measured operator's spectral density for
             TensorBoard's figure (a light SLQ: 2 runs of 20 Lanczos steps — 40 products, about eight
             warm measurements; off by default, counted in the totals when on).
+        update_sharpness: also log, every optimizer step, the curvature along the update the optimizer
+            just took — the secant ``dᵀ(g_{t+1} − g_t)/dᵀd`` of consecutive training gradients
+            (``dᵀ(g_{t+1} − g_t)/dᵀ(P/η)d`` for adaptive methods), no product: ``dyn/update_sharpness``
+            and ``dyn/update_sharpness_ratio`` against the threshold
+            (:class:`~lightning_dyn.curvature.UpdateCurvature`, which says what it bounds). Default on.
+        max_overhead: a share of training the measurements may spend, in ``(0, 1)`` (e.g. ``0.05``): a
+            measurement due by the schedule is skipped while the products spent so far exceed that
+            share of training's gradient evaluations (deterministic: counted in products, not
+            seconds; :mod:`lightning_dyn.callbacks.budget`). ``None`` (default): the fixed schedule.
         at_fit_end: measure once more when training ends.
         seed: seed of the private generator (probe set, start vectors).
     """
 
-    #: its own tags beside HessianSharpness's (the sharpness and eigenvalue tags are set at setup)
+    #: its own tags beside HessianSharpness's (the sharpness and eigenvalue tags are set at setup:
+    #: ``dyn/eos_*`` for SGD, ``dyn/preconditioned_*`` for adaptive methods)
+    sharpness_tag = "dyn/eos_sharpness"
+    eig_tag = "dyn/eos_eig_{}"
+    histogram_tag = "dyn/eos_top_eigenvalues"
     figure_tag = "dyn/eos_figure"
     density_tag = "dyn/eos_spectral_density"
     layout_category = "edge of stability (EdgeOfStability)"
@@ -90,10 +109,15 @@ class EdgeOfStability(HessianSharpness):
         band: float = 0.1,
         lr_factor: float = 0.5,
         density_at_fit_end: bool = False,
+        update_sharpness: bool = True,
+        max_overhead: Optional[float] = None,
         at_fit_end: bool = True,
         seed: int = 0,
     ) -> None:
-        super().__init__(every_n_steps=every_n_steps, hessian=hessian, at_fit_end=at_fit_end, seed=seed)
+        super().__init__(every_n_steps=every_n_steps, at_fit_end=at_fit_end, seed=seed)
+        #: the probe set, loss, backend and the tracker of the top eigenpairs
+        self.hessian_measurement = HessianMeasurement(hessian, seed=seed, max_overhead=max_overhead)
+        self.hessian = hessian
         check_choice("action", action, ("none", "warn", "stop", "reduce_lr"), renamed={"log": "none"})
         check_choice("act_on", act_on, ("above", "edge"))
         check_fraction("margin", margin, closed_below=True)
@@ -102,6 +126,7 @@ class EdgeOfStability(HessianSharpness):
         self.action, self.act_on, self.margin, self.band, self.lr_factor = action, act_on, margin, band, lr_factor
         self.density_at_fit_end = density_at_fit_end
         self.density_runs, self.density_steps = 2, 20
+        self.last_density: Optional[dict] = None
         self.regime_changes: list[dict[str, Any]] = []
         #: whether the measured operator is Adam's/RMSprop's P⁻¹H (decided with the optimizer, at setup)
         self.preconditioned = False
@@ -110,6 +135,12 @@ class EdgeOfStability(HessianSharpness):
         self._never_updated: Optional[int] = None
         #: the lasting learning-rate reduction of ``action="reduce_lr"`` (its factor is checkpointed)
         self.lr_reduction = LearningRateReduction()
+        if not isinstance(update_sharpness, bool):
+            raise ConfigurationError(f"`update_sharpness` must be a bool, got {update_sharpness!r}")
+        #: the per-step secant curvature along the update (``None``: off)
+        self.update_curvature: Optional[UpdateCurvature] = UpdateCurvature() if update_sharpness else None
+        self._update_metric: Optional[list[torch.Tensor]] = None
+        self._update_threshold = float("nan")
 
     def _optimizer(self, trainer: Any) -> Any:
         return optimizer_at(trainer, self.hessian.optimizer, "EdgeOfStability", required=True)
@@ -129,12 +160,16 @@ class EdgeOfStability(HessianSharpness):
         self.preconditioned = name == "preconditioned"
         self.operator_name = "preconditioned Hessian P⁻¹H" if self.preconditioned else "Hessian"
         self.sharpness_name = "preconditioned sharpness λ_max(P⁻¹H)" if self.preconditioned else "sharpness λ_max(H)"
-        super().prepare(trainer, pl_module)
+        self.hessian_measurement.prepare(trainer, pl_module, type(self).__name__)
 
     def operator(self, trainer: Any, pl_module: Any) -> CurvatureOperator:
-        """``H``, or ``D H D`` in the units of the largest learning rate (module docstring)."""
+        """The measured operator at the current parameters: ``H``, or ``D H D`` (module docstring)."""
+        return self._scaled(trainer, self.hessian_operator(trainer, pl_module))
+
+    def _scaled(self, trainer: Any, op: CurvatureOperator) -> CurvatureOperator:
+        """``H``, or ``D H D`` in the units of the largest learning rate (module docstring); sets the
+        threshold of this step."""
         optimizer = self._optimizer(trainer)
-        op = self.hessian_operator(trainer, pl_module)
         factor = self.lr_reduction.factor  # the rates the optimizer steps with: the schedule's × factor
         scaling = stability_scaling(optimizer, op.parameters, lr_scale=factor)
         self._never_updated = int(op.space.total(scaling.never_updated)) if scaling.preconditioned else None
@@ -149,7 +184,12 @@ class EdgeOfStability(HessianSharpness):
         return PreconditionedOperator(op, scaling.scale / eta**0.5)
 
     def measure(self, trainer: Any, pl_module: Any) -> Measurement:
-        result = super().measure(trainer, pl_module)
+        eig = self.hessian_measurement.top_eigenpairs(trainer, pl_module, type(self).__name__, self.generator,
+                                                      transform=lambda op: self._scaled(trainer, op))
+        values = eig.values.tolist()
+        scalars = eigenvalue_scalars(values, self.sharpness_tag, self.eig_tag)
+        result = Measurement(scalars, hvps=eig.num_matvecs, extra={"values": values, "converged": eig.converged})
+        self.charge(eig.num_matvecs)
         if self.action == "reduce_lr":
             result.scalars["dyn/lr_factor"] = self.lr_reduction.factor
         if self._never_updated is not None:
@@ -183,7 +223,7 @@ class EdgeOfStability(HessianSharpness):
         return charts
 
     def on_measured(self, trainer: Any, pl_module: Any, step: int, result: Measurement) -> None:
-        super().on_measured(trainer, pl_module, step, result)
+        eigenvalue_histogram(self, trainer, step, result.extra["values"])
         regime = result.extra["regime"]
         if regime is None:  # no threshold at this step (a learning rate of 0)
             return
@@ -213,6 +253,57 @@ class EdgeOfStability(HessianSharpness):
             rank_zero_warn(message + f"; learning rate multiplied by {self.lr_factor} (now "
                                      f"{self.lr_reduction.factor:.4g}× the scheduler's, from the next step)")
 
+    # -- the per-step curvature along the update -------------------------------------------------
+    def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
+        """The secant along the last update, from this step's gradients (after AMP unscaling, before
+        clipping: the loss's own gradient), logged at every step."""
+        curvature = self.update_curvature
+        if curvature is None or self.hessian_measurement.sharded or not self.batches:
+            return
+        measured = self._optimizer(trainer)
+        if optimizer is not measured and getattr(optimizer, "optimizer", None) is not measured:
+            return
+        with self.charged():
+            step = trainer.global_step
+            params = stepped_parameters(measured)
+            if self._update_metric is None or step % UPDATE_METRIC_EVERY == 0:
+                self._refresh_update_metric(measured, params)
+            value = curvature.observe(params, [p.grad for p in params], self._update_metric)
+            if value is None:
+                return
+            scalars = {"dyn/update_sharpness": value}
+            if 0 < self._update_threshold < float("inf"):
+                scalars["dyn/update_sharpness_ratio"] = value / self._update_threshold
+            for logger in trainer.loggers:
+                logger.log_metrics(scalars, step=step)
+
+    def _refresh_update_metric(self, optimizer: Any, params: list) -> None:
+        """The metric ``1/D²`` of the measured operator ``D H D`` (module docstring) and its threshold:
+        every ``UPDATE_METRIC_EVERY`` steps (a preconditioner moves slowly: β₂ = 0.999)."""
+        factor = self.lr_reduction.factor
+        try:
+            scaling = stability_scaling(optimizer, params, lr_scale=factor)
+        except RuntimeError:  # an adaptive optimizer before its first step: no preconditioner yet
+            self._update_metric, self._update_threshold = None, float("nan")
+            self.update_curvature.forget()
+            return
+        if scaling.scale is None:
+            self._update_metric, self._update_threshold = None, scaling.threshold
+            return
+        eta = max((float(g["lr"]) * factor for g in optimizer.param_groups if float(g["lr"]) * factor > 0),
+                  default=1.0)
+        scale2 = scaling.scale.double() ** 2 / eta
+        # coordinates with D = 0 (never updated, or a rate of 0) do not move: they weigh nothing
+        metric = torch.where(scale2 > 0, 1.0 / scale2.clamp_min(1e-300), torch.zeros_like(scale2))
+        self._update_metric = [m.view_as(p).to(p.dtype) for m, p in
+                               zip(torch.split(metric, [p.numel() for p in params]), params)]
+        self._update_threshold = scaling.threshold / eta
+
+    def fit_end(self, trainer: Any, pl_module: Any) -> None:
+        fit_end_density(self, trainer, pl_module, lambda: self.operator(trainer, pl_module), self.density_runs,
+                        self.density_steps, self.density_at_fit_end)
+        fit_end_figures(self, trainer)
+
     def fit_end_figure(self) -> Any:
         return series_figure(self.history, [self.sharpness_tag, "dyn/stability_threshold"],
                              labels=[self.sharpness_name, "the optimizer's stability threshold"],
@@ -220,7 +311,9 @@ class EdgeOfStability(HessianSharpness):
                              ylabel="curvature (eigenvalue)")
 
     def density_marks(self) -> dict[str, float]:
-        marks = super().density_marks()
+        """Lines on the density figure: the sharpness measured last and the threshold."""
+        last = next((h for h in reversed(self.history) if self.sharpness_tag in h), None)
+        marks = {} if last is None else {f"λ_max measured at step {last['step']}": last[self.sharpness_tag]}
         last = next((h for h in reversed(self.history) if "dyn/stability_threshold" in h), None)
         if last is not None:
             marks["stability threshold"] = last["dyn/stability_threshold"]
@@ -246,12 +339,15 @@ class EdgeOfStability(HessianSharpness):
         return self._generate_state_key(every_n_steps=self.every_n_steps, k=self.k, seed=self.seed, eos=True)
 
     def extra_state(self) -> dict[str, Any]:
-        return {**super().extra_state(), "regime_changes": list(self.regime_changes),
+        return {**self.hessian_measurement.state_dict(), "regime_changes": list(self.regime_changes),
+                "update_curvature": None if self.update_curvature is None else self.update_curvature.state_dict(),
                 "lr_reduction": self.lr_reduction.state_dict()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        super().load_extra_state(state)
+        self.hessian_measurement.load_state_dict(state)
         self.regime_changes = list(state["regime_changes"])
+        if self.update_curvature is not None and state.get("update_curvature"):  # 1.2 and earlier: none
+            self.update_curvature.load_state_dict(state["update_curvature"])
         if "lr_reduction" in state:  # checkpoints of 1.1 and earlier hold none
             self.lr_reduction.load_state_dict(state["lr_reduction"])
 

@@ -17,10 +17,11 @@ from typing import Any, Callable, Literal, Optional
 
 import torch
 
+from ..curvature.backends import SETTINGS_BACKENDS, SettingsBackend
 from .compat import ConfigurationError
 from .validation import check_choice, check_positive_int, check_tolerance
 
-Backend = Literal["auto", "double_backward", "finite_difference"]
+Backend = SettingsBackend
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class HessianSettings:
         if self.max_matvecs < self.k:
             raise ConfigurationError(f"`max_matvecs` ({self.max_matvecs}) must be at least `k` ({self.k})")
         check_choice("mode", self.mode, ("eval", "train"))
-        check_choice("backend", self.backend, ("auto", "double_backward", "finite_difference"))
+        check_choice("backend", self.backend, SETTINGS_BACKENDS)
         if self.probe_batches is not None and len(self.probe_batches) == 0:
             raise ConfigurationError("`probe_batches` is empty: pass at least one batch, or None to draw them")
         if self.loss_fn is not None and not callable(self.loss_fn):

@@ -10,13 +10,14 @@ training with the way out, not 10,000 steps in.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator, Literal, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
+from ..curvature.backends import FALLBACK, PREFERRED, SettingsBackend
 from ..curvature.batches import tree_map_tensors
 from ..curvature.hessian import HessianOperator
 from ..curvature.probe import ProbeSet, ProbeSetError, draw_probe_set
@@ -118,7 +119,7 @@ CHECK_STEPS = (1e-3, 1e-4)
 CHECK_TOLERANCE = 1e-3
 
 
-Backend = Literal["auto", "double_backward", "finite_difference"]
+Backend = SettingsBackend
 #: estimated relative error of a sharded central-difference product above which it is refused
 SHARDED_ACCURACY = 1e-2
 
@@ -150,20 +151,20 @@ def check_measurable(pl_module: nn.Module, loss_fn: LossFn, batch: Any, *, owner
                 reason = "the loss does not require grad (computed under torch.no_grad() or detached?)"
             elif not torch.isfinite(loss.detach()).all():
                 reason = f"the loss on the probe set is not finite ({float(loss.detach())})"
-            elif backend == "finite_difference":
-                product("finite_difference")
-                return "finite_difference"
+            elif backend == FALLBACK:
+                product(FALLBACK)
+                return FALLBACK
             else:
                 try:
-                    product("double_backward")
+                    product(PREFERRED)
                     why_not = _disagreement(pl_module, loss_fn, batch, mode=mode, seed=seed)
                 except RuntimeError as err:
                     why_not = f"a Hessian-vector product (double backward) cannot be taken through this model: {err}"
                 if why_not and backend == "auto":
-                    product("finite_difference")
+                    product(FALLBACK)
                     rank_zero_info(f"{owner}: Hessian-vector products by central differences of gradients "
                                    f"(backend='auto'; double backward: {why_not.split(': ', 1)[0]})")
-                    return "finite_difference"
+                    return FALLBACK
                 reason = why_not and (f"{why_not}. Use backend='finite_difference' (or 'auto'), or pass `loss_fn=` "
                                       "computing the same loss through a differentiable implementation")
     except (TypeError, ValueError) as err:
@@ -172,7 +173,7 @@ def check_measurable(pl_module: nn.Module, loss_fn: LossFn, batch: Any, *, owner
         reason = f"a gradient cannot be taken through this model: {err}"
     if reason:
         raise ConfigurationError(f"{owner} cannot measure the Hessian of this loss: {reason}")
-    return "double_backward"
+    return PREFERRED
 
 
 def _check_sharded(pl_module: nn.Module, loss_fn: LossFn, batch: Any, *, owner: str, mode: str, seed: int,
@@ -180,7 +181,7 @@ def _check_sharded(pl_module: nn.Module, loss_fn: LossFn, batch: Any, *, owner: 
     """The check under sharded training (FSDP2): double backward cannot go through parameters that
     are all-gathered for each layer, so products are central differences shard by shard
     (:class:`~lightning_dyn.curvature.sharded.ShardedHessianOperator`); one is taken on every rank."""
-    if backend == "double_backward":
+    if backend == PREFERRED:
         raise ConfigurationError(
             f"{owner}: the model's parameters are sharded (FSDP2 fully_shard), and double backward cannot go through "
             "parameters that are all-gathered for each layer; use backend='auto' or 'finite_difference'")
@@ -200,7 +201,7 @@ def _check_sharded(pl_module: nn.Module, loss_fn: LossFn, batch: Any, *, owner: 
             "before the forward pass. Measure without that policy (bf16 autocast through `precision=` is fine)")
     rank_zero_info(f"{owner}: sharded parameters (FSDP2): Hessian-vector products by central differences of "
                    "gradients, shard by shard")
-    return "finite_difference"
+    return FALLBACK
 
 
 def _disagreement(pl_module: nn.Module, loss_fn: LossFn, batch: Any, *, mode: str, seed: int) -> Optional[str]:

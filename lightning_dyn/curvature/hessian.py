@@ -40,6 +40,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .backends import PRODUCT_BACKENDS, product_backend
 from .batches import batch_size, tree_map_tensors
 from .context import measurement_context, train_flags
 from .finite_difference import STENCILS, Order, central_difference, estimated_error
@@ -48,7 +49,8 @@ from .operator import CurvatureOperator
 from .substitution import slots, substituted_call
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
-BACKENDS = ("double_backward", "forward_over_reverse", "finite_difference")
+#: the backends' names (their table: ``lightning_dyn.curvature.backends``)
+BACKENDS = tuple(PRODUCT_BACKENDS)
 HALF = (torch.float16, torch.bfloat16)
 
 
@@ -139,8 +141,7 @@ class HessianOperator(CurvatureOperator):
         super().__init__()
         if mode not in ("eval", "train"):
             raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+        product_backend(backend)  # a ValueError naming the choices
         if difference_order not in STENCILS:
             raise ValueError(f"difference_order must be 2 or 4, got {difference_order!r}")
         if isinstance(batches, (torch.Tensor, Mapping)) or not isinstance(batches, Sequence):

@@ -2,7 +2,9 @@
 
 A curvature operator is a symmetric linear map ``v ↦ A v`` on flat parameter vectors of length
 ``size``. Solvers (:func:`~lightning_dyn.curvature.top_eigenpairs`, :func:`~lightning_dyn.curvature.trace`, :func:`~lightning_dyn.curvature.spectral_density`) only use
-``matvec`` and the attributes below, so any operator — a Hessian, a preconditioned Hessian, a dense
+``matvec`` and the attributes declared below (``size``, ``device``, ``dtype``, ``space``,
+``dimension``, ``relative_error``; ``parameters`` for callers that scale by the optimizer's state),
+so any operator — a Hessian, a preconditioned Hessian, a dense
 matrix in a test — plugs into all of them. Inner products go through the operator's ``space``
 (:mod:`lightning_dyn.curvature.space`): whole vectors, or shards of them spread over the ranks of
 sharded training, where ``size`` is this rank's share and ``dimension`` the whole.
@@ -10,9 +12,10 @@ sharded training, where ``size`` is this rank's share and ``dimension`` the whol
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
+from torch import nn
 
 from .space import WHOLE, VectorSpace
 
@@ -29,6 +32,16 @@ class CurvatureOperator:
     dtype: torch.dtype
     #: where the vectors live — whole on this process (default) or sharded over ranks
     space: VectorSpace = WHOLE
+    #: relative accuracy of a product, ``‖Av − (Av)_computed‖ ≲ relative_error · ‖Av‖``: 0 for exact
+    #: products (a dense matrix, double backward), the estimated truncation error for central
+    #: differences. Solvers never promise an eigenvalue more accurate than this (Weyl: ``|Δλ| ≤ ‖E‖``).
+    relative_error: float = 0.0
+
+    @property
+    def parameters(self) -> Sequence[nn.Parameter]:
+        """The model parameters whose flat concatenation is the operator's space, in order (empty
+        for an operator that is not about a model, e.g. a dense matrix)."""
+        return ()
 
     @property
     def dimension(self) -> int:

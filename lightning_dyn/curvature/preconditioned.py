@@ -50,7 +50,12 @@ class PreconditionedOperator(CurvatureOperator):
     @property
     def relative_error(self) -> float:
         """The inner operator's relative accuracy (a diagonal scaling keeps it, to first order)."""
-        return getattr(self.op, "relative_error", 0.0)
+        return self.op.relative_error
+
+    @property
+    def parameters(self):
+        """The inner operator's parameters (the scaling is coordinate-wise)."""
+        return self.op.parameters
 
     def _matvec(self, v: torch.Tensor) -> torch.Tensor:
         return self.diag * self.op.matvec(self.diag * v)

@@ -79,8 +79,11 @@ def test_cnn_with_batchnorm_dropout_and_a_loader_generator():
 def test_a_default_probe_size_never_fails_and_an_explicit_oversize_does():
     from lightning_dyn.callbacks import ConfigurationError
 
-    sharp = HessianSharpness(every_n_steps=4)  # default 1000 samples; the set has 160
+    sharp = HessianSharpness(every_n_steps=4)  # default: one training batch (16 of the 160 samples)
     _run([sharp], steps=4)
-    assert sum(len(b[0]) for b in sharp.batches) == 160
+    assert sum(len(b[0]) for b in sharp.batches) == 16
+    whole = HessianSharpness(every_n_steps=4, hessian=HessianSettings(probe_size=1000))  # more than the set
+    with pytest.raises(ConfigurationError, match=r"`probe_size` \(1000\) is larger"):
+        _run([whole], steps=4)
     with pytest.raises(ConfigurationError, match=r"`probe_size` \(200\) is larger than the training set \(160"):
         _run([HessianSharpness(every_n_steps=4, hessian=HessianSettings(probe_size=200))], steps=4)
