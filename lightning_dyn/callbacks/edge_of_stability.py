@@ -35,11 +35,12 @@ from __future__ import annotations
 from typing import Any, Literal, Optional
 
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from ..curvature import CurvatureOperator, PreconditionedOperator, UpdateCurvature
 from ..dynamics.edge_of_stability import REGIMES, classify_regime
-from ..dynamics.optimizer_thresholds import UnsupportedOptimizer, check_supported, is_adaptive, stability_scaling
+from ..dynamics.optimizer_thresholds import (UnsupportedOptimizer, check_supported, is_adaptive, stability_scaling,
+                                            stability_threshold)
 from .base import DynamicsCallback, Measurement
 from .compat import ConfigurationError
 from .hessian_measurement import (HessianAttributes, HessianMeasurement, eigenvalue_histogram, eigenvalue_scalars,
@@ -52,7 +53,7 @@ from .figures import series_figure
 
 
 #: the preconditioner and threshold of the per-step update sharpness are refreshed this often (steps)
-UPDATE_METRIC_EVERY = 10
+UPDATE_METRIC_EVERY = 50
 
 
 class EdgeOfStability(HessianAttributes, DynamicsCallback):
@@ -140,7 +141,8 @@ class EdgeOfStability(HessianAttributes, DynamicsCallback):
         #: the per-step secant curvature along the update (``None``: off)
         self.update_curvature: Optional[UpdateCurvature] = UpdateCurvature() if update_sharpness else None
         self._update_metric: Optional[list[torch.Tensor]] = None
-        self._update_threshold = float("nan")
+        self._threshold_units: Optional[float] = None
+        self._metric_step: Optional[int] = None
 
     def _optimizer(self, trainer: Any) -> Any:
         return optimizer_at(trainer, self.hessian.optimizer, "EdgeOfStability", required=True)
@@ -161,6 +163,9 @@ class EdgeOfStability(HessianAttributes, DynamicsCallback):
         self.operator_name = "preconditioned Hessian P⁻¹H" if self.preconditioned else "Hessian"
         self.sharpness_name = "preconditioned sharpness λ_max(P⁻¹H)" if self.preconditioned else "sharpness λ_max(H)"
         self.hessian_measurement.prepare(trainer, pl_module, type(self).__name__)
+        if self.update_curvature is not None and self.hessian_measurement.sharded:
+            rank_zero_info("EdgeOfStability: the per-step update sharpness is not computed under sharded training "
+                           "(each rank holds a shard of the update); the measurements are")
 
     def operator(self, trainer: Any, pl_module: Any) -> CurvatureOperator:
         """The measured operator at the current parameters: ``H``, or ``D H D`` (module docstring)."""
@@ -266,38 +271,58 @@ class EdgeOfStability(HessianAttributes, DynamicsCallback):
         with self.charged():
             step = trainer.global_step
             params = stepped_parameters(measured)
-            if self._update_metric is None or step % UPDATE_METRIC_EVERY == 0:
+            # Adam's bias correction moves P fast in the first steps: refreshed at steps 1, 2, 4, ...,
+            # then every UPDATE_METRIC_EVERY
+            if self._metric_step is None or step - self._metric_step >= min(UPDATE_METRIC_EVERY,
+                                                                             max(1, self._metric_step)):
                 self._refresh_update_metric(measured, params)
+                self._metric_step = step
             value = curvature.observe(params, [p.grad for p in params], self._update_metric)
             if value is None:
                 return
             scalars = {"dyn/update_sharpness": value}
-            if 0 < self._update_threshold < float("inf"):
-                scalars["dyn/update_sharpness_ratio"] = value / self._update_threshold
+            threshold = self._update_threshold_now(measured)
+            if 0 < threshold < float("inf"):
+                scalars["dyn/update_sharpness_ratio"] = value / threshold
             for logger in trainer.loggers:
                 logger.log_metrics(scalars, step=step)
 
-    def _refresh_update_metric(self, optimizer: Any, params: list) -> None:
-        """The metric ``1/D²`` of the measured operator ``D H D`` (module docstring) and its threshold:
-        every ``UPDATE_METRIC_EVERY`` steps (a preconditioner moves slowly: β₂ = 0.999)."""
+    def _largest_rate(self, optimizer: Any) -> float:
         factor = self.lr_reduction.factor
+        return max((float(g["lr"]) * factor for g in optimizer.param_groups if float(g["lr"]) * factor > 0),
+                   default=1.0)
+
+    def _refresh_update_metric(self, optimizer: Any, params: list) -> None:
+        """The metric ``1/D²`` of the measured operator ``D H D`` (module docstring), every
+        ``UPDATE_METRIC_EVERY`` steps: a preconditioner moves slowly (β₂ = 0.999), and with one
+        learning rate ``1/D² = P`` does not depend on it."""
         try:
-            scaling = stability_scaling(optimizer, params, lr_scale=factor)
+            scaling = stability_scaling(optimizer, params, lr_scale=self.lr_reduction.factor)
         except RuntimeError:  # an adaptive optimizer before its first step: no preconditioner yet
-            self._update_metric, self._update_threshold = None, float("nan")
+            self._update_metric, self._threshold_units = None, None
+            self._metric_step = None
             self.update_curvature.forget()
             return
-        if scaling.scale is None:
-            self._update_metric, self._update_threshold = None, scaling.threshold
+        if scaling.scale is None:  # SGD with one rate: H itself, the threshold read at each step
+            self._update_metric, self._threshold_units = None, None
             return
-        eta = max((float(g["lr"]) * factor for g in optimizer.param_groups if float(g["lr"]) * factor > 0),
-                  default=1.0)
+        eta = self._largest_rate(optimizer)
         scale2 = scaling.scale.double() ** 2 / eta
         # coordinates with D = 0 (never updated, or a rate of 0) do not move: they weigh nothing
         metric = torch.where(scale2 > 0, 1.0 / scale2.clamp_min(1e-300), torch.zeros_like(scale2))
         self._update_metric = [m.view_as(p).to(p.dtype) for m, p in
                                zip(torch.split(metric, [p.numel() for p in params]), params)]
-        self._update_threshold = scaling.threshold / eta
+        self._threshold_units = scaling.threshold
+
+    def _update_threshold_now(self, optimizer: Any) -> float:
+        """The threshold of the step just taken's units, at this step's learning rate (a scheduler
+        moves it every step)."""
+        if self._threshold_units is None:
+            try:
+                return stability_threshold(optimizer, lr_scale=self.lr_reduction.factor)
+            except (UnsupportedOptimizer, ValueError):
+                return float("nan")
+        return self._threshold_units / self._largest_rate(optimizer)
 
     def fit_end(self, trainer: Any, pl_module: Any) -> None:
         fit_end_density(self, trainer, pl_module, lambda: self.operator(trainer, pl_module), self.density_runs,

@@ -85,8 +85,9 @@ class HessianMeasurement:
         self.tracker.follow(self.space(trainer, pl_module, owner))
         probe = sum(batch_size(b) for b in self.batches)  # this rank's share, like a training batch
         self.probe_batches_equivalent = probe / per_batch if per_batch else float(len(self.batches))
-        rank_zero_info(f"{owner}: a Hessian-vector product ({self.backend}) costs about "
-                       f"{self.gradients(1):.1f} gradient evaluations of a training batch; {self.budget.describe()}")
+        rank_zero_info(f"{owner}: the probe set is {self.probe_batches_equivalent:.3g} training batch(es) (default: one); "
+                       f"a Hessian-vector product ({self.backend}) costs about {self.gradients(1):.1f} gradient "
+                       f"evaluations of a training batch (about as many training steps); {self.budget.describe()}")
 
     def gradients(self, products: int) -> float:
         """What ``products`` products cost, in gradient evaluations of one training batch."""

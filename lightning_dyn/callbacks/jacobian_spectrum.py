@@ -25,6 +25,7 @@ import torch
 
 from ..curvature.density import spectral_density
 from ..curvature.eigen import EigenResult
+from ..curvature.tracking import EigenTracker
 from ..dynamics.input_jacobian import JacobianGramOperator, jacobian_spectrum
 from .base import DynamicsCallback, Measurement
 from .validation import check_choice, check_positive_int, check_tolerance
@@ -102,7 +103,14 @@ class JacobianSpectrum(DynamicsCallback):
         self.input_fn = input_fn or functools.partial(batch_inputs, owner="JacobianSpectrum")
         self.forward_fn = forward_fn
         self.inputs: Optional[torch.Tensor] = None
-        self.previous: Optional[EigenResult] = None
+        #: the warm start of the top singular values, from measurement to measurement (never cold:
+        #: the Gram operator's top directions move slowly, as in 1.x)
+        self.tracker = EigenTracker(k=k, tol=tol, max_matvecs=max_matvecs, cold_every=None, seed=seed)
+
+    @property
+    def previous(self) -> Optional[EigenResult]:
+        """The last measurement's Lanczos result (the next warm start)."""
+        return self.tracker.previous
 
     def prepare(self, trainer: Any, pl_module: Any) -> None:
         batches = probe_set(trainer, pl_module, self.probe_size, seed=self.seed, default_size=8,
@@ -132,9 +140,9 @@ class JacobianSpectrum(DynamicsCallback):
         assert self.inputs is not None
         pl_module.eval()  # the function the model computes at inference, also through a forward_fn (restored after)
         result = jacobian_spectrum(self._forward(pl_module), self.inputs, k=self.k, method=self.method, tol=self.tol,
-                                   max_matvecs=self.max_matvecs, num_probes=self.num_probes, init=self.previous,
-                                   generator=self.generator)
-        self.previous = result.eigen
+                                   max_matvecs=self.max_matvecs, num_probes=self.num_probes,
+                                   init=self.tracker.start(), generator=self.generator)
+        self.tracker.record(result.eigen, cold=self.tracker.next_is_cold)
         scalars = {"dyn/jacobian_sigma_max": result.sigma_max, "dyn/jacobian_msv": result.msv,
                    "dyn/jacobian_msv_stderr": result.msv_stderr, "dyn/jacobian_sv2_variance": result.sv2_variance}
         scalars.update({f"dyn/jacobian_sigma_{i + 1}": float(s) for i, s in enumerate(result.sigma[1:], 1)})
@@ -166,7 +174,9 @@ class JacobianSpectrum(DynamicsCallback):
         return self._generate_state_key(every_n_steps=self.every_n_steps, k=self.k, seed=self.seed)
 
     def extra_state(self) -> dict[str, Any]:
-        return {"previous": None if self.previous is None else vars(self.previous)}
+        state = self.tracker.state_dict()
+        state.pop("generator")  # the callback's own generator draws the starts (checkpointed by it)
+        return state
 
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.previous = None if state["previous"] is None else EigenResult(**state["previous"])
+    def load_extra_state(self, state: dict[str, Any]) -> None:  # 1.2 and earlier: {"previous": ...}
+        self.tracker.load_state_dict(state)

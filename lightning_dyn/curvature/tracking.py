@@ -93,21 +93,31 @@ class EigenTracker:
 
     def measure(self, build: Build, *, generator: Optional[torch.Generator] = None) -> EigenResult:
         """Measure the top eigenpairs of ``build(known_error)``, warm or cold by the rule above."""
-        cold = self.next_is_cold
-        reuse = not cold and self.product_error is not None
+        reuse = not self.next_is_cold and self.product_error is not None
         op = build(self.product_error if reuse else None)
-        if self.previous is not None and self.previous.vectors.shape[0] != op.size:
-            cold = True  # resumed into another space (the checkpoint's vectors do not fit)
-        result = top_eigenpairs(op, k=self.k, tol=self.tol, max_matvecs=self.max_matvecs,
-                                init=None if cold else self.previous, prior=self.previous,
+        init = self.start()
+        if init is not None and init.vectors.shape[0] != op.size:
+            init = None  # resumed into another space (the checkpoint's vectors do not fit)
+        result = top_eigenpairs(op, k=self.k, tol=self.tol, max_matvecs=self.max_matvecs, init=init,
+                                prior=self.previous,
                                 generator=self.generator if generator is None else private_generator(generator))
-        if cold:
+        if init is None:
             self.product_error = None
         elif not reuse:
             self.product_error = op.relative_error
+        self.record(result, cold=init is None)
+        return result
+
+    def start(self) -> Optional[EigenResult]:
+        """The next measurement's warm start by the rule (``None``: cold), for a caller whose solver
+        calls :func:`~lightning_dyn.curvature.top_eigenpairs` itself (the input–output Jacobian's
+        spectrum); it hands the result to :meth:`record`."""
+        return None if self.next_is_cold else self.previous
+
+    def record(self, result: Optional[EigenResult], *, cold: bool) -> None:
+        """Keep ``result`` as the next warm start (``None``: none) and count the measurement."""
         self.previous, self.last_cold = result, cold
         self.measurements += 1
-        return result
 
     def __getstate__(self) -> dict[str, Any]:  # pickled by ``ddp_spawn``
         return {**self.__dict__, "generator": generator_bytes(self.generator)}
@@ -130,6 +140,6 @@ class EigenTracker:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.previous = None if state["previous"] is None else EigenResult(**state["previous"])
         self.product_error = state.get("product_error")
-        self.measurements = state["measurements"]
+        self.measurements = state.get("measurements", 0)
         if "generator" in state:
             self.generator.set_state(state["generator"])

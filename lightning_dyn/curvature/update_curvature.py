@@ -46,34 +46,54 @@ class UpdateCurvature:
 
     Args:
         smoothing: weight of the newest value in the exponential average ``smoothed``.
+        max_coordinates: above this many parameter entries, the secant's sums run over a fixed
+            random sample of this many coordinates (module docstring); ``None``: always all of them.
+        seed: seed of that sample.
     """
 
-    def __init__(self, *, smoothing: float = 0.1) -> None:
+    def __init__(self, *, smoothing: float = 0.1, max_coordinates: Optional[int] = 1_000_000, seed: int = 0) -> None:
         if not 0.0 < smoothing <= 1.0:
             raise ValueError(f"smoothing must be in (0, 1], got {smoothing!r}")
-        self.smoothing = smoothing
+        if max_coordinates is not None and max_coordinates < 1:
+            raise ValueError(f"max_coordinates must be positive or None, got {max_coordinates!r}")
+        self.smoothing, self.max_coordinates, self.seed = smoothing, max_coordinates, seed
+        self._sample: Optional[list[Optional[torch.Tensor]]] = None
         self.smoothed: Optional[float] = None
         self.last: Optional[float] = None
         self.count = 0
         self._params: Optional[list[torch.Tensor]] = None
         self._grads: Optional[list[torch.Tensor]] = None
         self._metric: Optional[list[torch.Tensor]] = None
+        self._sample_shapes: list = []
 
     @torch.no_grad()
     def observe(self, params: Sequence[torch.Tensor], grads: Sequence[Optional[torch.Tensor]],
                 metric: Optional[Sequence[torch.Tensor]] = None) -> Optional[float]:
         """The secant along the update since the last call (``None`` if there is none), then keep
-        ``params``, ``grads`` (``None`` entries count as zero) and ``metric`` for the next one."""
-        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+        ``params``, ``grads`` (``None`` entries count as zero) and ``metric`` for the next one.
+
+        Two buffers the size of the parameters, allocated once; per call two in-place differences,
+        two dot products and two copies — about thirteen passes over the parameters' memory."""
+        params = [p.detach() for p in params]
+        grads = [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(params, grads)]
+        sample = self._coordinates(params)
+        if sample is not None:
+            params, grads = _take(params, sample), _take(grads, sample)
+            metric = None if metric is None else _take(metric, sample)
         value = None
         if self._params is not None and len(self._params) == len(params) and all(
-                a.shape == p.shape for a, p in zip(self._params, params)):
-            d = torch._foreach_sub([p.detach() for p in params], self._params)
-            dg = torch._foreach_sub([g.detach() for g in grads], self._grads)
-            curvature = _sum(torch._foreach_mul(d, dg))
-            weighted = d if self._metric is None else torch._foreach_mul(d, self._metric)
-            length = _sum(torch._foreach_mul(weighted, d))
-            value = float(curvature / length) if float(length) > 0 else None
+                a.shape == p.shape and a.dtype == p.dtype for a, p in zip(self._params, params)):
+            torch._foreach_sub_(self._params, params)  # θ_t − θ_{t+1} = −d
+            torch._foreach_sub_(self._grads, grads)  # g_t − g_{t+1} = −Δg
+            curvature = _dot(self._params, self._grads)
+            weighted = self._params if self._metric is None else torch._foreach_mul(self._params, self._metric)
+            length = _dot(weighted, self._params)
+            value = curvature / length if length > 0 else None
+            torch._foreach_copy_(self._params, params)
+            torch._foreach_copy_(self._grads, grads)
+        else:
+            self._params = [p.clone() for p in params]
+            self._grads = [g.clone() for g in grads]
         if value is not None and value == value:
             self.last = value
             self.smoothed = value if self.smoothed is None else (
@@ -81,11 +101,24 @@ class UpdateCurvature:
             self.count += 1
         else:
             value = None
-        self._params = [p.detach().clone() for p in params]
-        self._grads = [g.detach().clone() for g in grads]
         # the metric of the step about to be taken weighs the update it produces, seen next call
-        self._metric = None if metric is None else [m.detach().clone() for m in metric]
+        self._metric = None if metric is None else [m.detach() for m in metric]
         return value
+
+    def _coordinates(self, params: list[torch.Tensor]) -> Optional[list[Optional[torch.Tensor]]]:
+        """The fixed sample of coordinates (one index tensor per parameter), or ``None`` for all."""
+        total = sum(p.numel() for p in params)
+        if self.max_coordinates is None or total <= self.max_coordinates:
+            return None
+        shapes = [p.shape for p in params]
+        if self._sample is None or self._sample_shapes != shapes:
+            generator = torch.Generator().manual_seed(self.seed)
+            fraction = self.max_coordinates / total
+            self._sample = [
+                torch.sort(torch.randperm(p.numel(), generator=generator)[:max(1, round(fraction * p.numel()))])
+                .values.to(p.device) for p in params]
+            self._sample_shapes = shapes
+        return self._sample
 
     def forget(self) -> None:
         """Drop the kept step (the next call returns ``None``): after a step that was not taken."""
@@ -101,6 +134,11 @@ class UpdateCurvature:
         self.forget()
 
 
-def _sum(products: list[torch.Tensor]) -> torch.Tensor:
-    """``Σ`` over every entry of a list of tensors, in float64."""
-    return torch.stack([t.sum(dtype=torch.float64) for t in products]).sum()
+def _take(tensors: Sequence[torch.Tensor], sample: list) -> list[torch.Tensor]:
+    """Each tensor's sampled entries, flat."""
+    return [t.reshape(-1).index_select(0, i) for t, i in zip(tensors, sample)]
+
+
+def _dot(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    """``Σ_i ⟨a_i, b_i⟩`` over lists of tensors (each dot in the tensors' dtype, summed in float64)."""
+    return float(torch.stack([torch.dot(x.reshape(-1), y.reshape(-1)).double() for x, y in zip(a, b)]).sum())

@@ -68,3 +68,19 @@ def test_state_dict_round_trip_resumes_warm():
     cold = EigenTracker(k=2)
     cold.load_state_dict(tracker.state_dict(vectors=False))
     assert cold.next_is_cold
+
+
+def test_a_caller_with_its_own_solver_follows_the_same_rule():
+    """start()/record(): the rule and the state for a solver that calls top_eigenpairs itself."""
+    from lightning_dyn.curvature import top_eigenpairs
+
+    tracker = EigenTracker(k=1, tol=1e-8, cold_every=2)
+    A = _dense()
+    starts = []
+    for _ in range(4):
+        init = tracker.start()
+        starts.append(init is None)
+        tracker.record(top_eigenpairs(DenseOperator(A), tol=1e-8, init=init), cold=init is None)
+    assert starts == [True, False, True, False] and tracker.measurements == 4
+    tracker.record(None, cold=True)  # a solve that left no vectors (a dense path): the next is cold
+    assert tracker.start() is None

@@ -79,3 +79,22 @@ def test_several_tensors_no_step_and_state():
     assert fresh.observe([a2, b2], list(grad(a2, b2))) is None  # the kept step is not checkpointed
     with pytest.raises(ValueError, match="smoothing"):
         UpdateCurvature(smoothing=0.0)
+
+
+def test_a_coordinate_sample_estimates_the_secant_of_a_large_model():
+    """Above max_coordinates the sums run over a fixed stratified sample: the ratio stays close to the
+    exact secant (a network-like update: many coordinates, curvature spread over them)."""
+    n = 40_000
+    g = torch.Generator().manual_seed(4)
+    diag = torch.rand(n, generator=g, dtype=torch.float64) * 5  # a diagonal Hessian, eigenvalues in [0, 5]
+    theta = [torch.randn(n // 2, generator=g, dtype=torch.float64), torch.randn(n // 2, generator=g, dtype=torch.float64)]
+    grad = lambda ts: list((diag * torch.cat(ts)).split(n // 2))  # noqa: E731
+    exact, sampled = UpdateCurvature(max_coordinates=None), UpdateCurvature(max_coordinates=4000)
+    for _ in range(5):
+        gs = grad(theta)
+        e, s = exact.observe(theta, gs), sampled.observe(theta, gs)
+        if e is not None:
+            assert s == pytest.approx(e, rel=0.05)
+            assert s != e  # it did sample
+        theta = [t - 0.05 * x for t, x in zip(theta, gs)]
+    assert sampled._sample is not None and sum(len(i) for i in sampled._sample) == 4000
