@@ -39,7 +39,7 @@ class HessianMeasurement:
     """Probe set, loss, backend and parameters of a Hessian measured during training.
 
     Args:
-        settings: the user's :class:`HessianSettings`.
+        settings: the user's :class:`~lightning_dyn.HessianSettings`.
         seed: seed of the probe-set draw and of the Dropout masks in ``mode="train"``.
     """
 
@@ -56,7 +56,7 @@ class HessianMeasurement:
         self.backend = PREFERRED if settings.backend == "auto" else settings.backend
         self.batches: list = []
         self.sharded = False
-        #: the probe set's size in training batches (a measurement's cost unit: one batch's gradient)
+        #: the probe set's size in training batches, so that costs read in one batch's gradients
         self.probe_batches_equivalent = 1.0
         #: the share of training the measurements may spend (:mod:`lightning_dyn.callbacks.budget`)
         self.budget = OverheadBudget(max_overhead)

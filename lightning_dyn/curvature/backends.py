@@ -43,6 +43,7 @@ class ProductBackend:
     gradients_per_product: float
 
 
+#: every backend, by name
 PRODUCT_BACKENDS: dict[str, ProductBackend] = {b.name: b for b in (
     ProductBackend("double_backward", exact=True, second_order=True, cost_unit="hvps", gradients_per_product=2.0),
     ProductBackend("forward_over_reverse", exact=True, second_order=True, cost_unit="hvps", gradients_per_product=2.0),
@@ -52,6 +53,7 @@ PRODUCT_BACKENDS: dict[str, ProductBackend] = {b.name: b for b in (
 
 #: what a callback's ``HessianSettings(backend=...)`` accepts
 SettingsBackend = Literal["auto", "double_backward", "finite_difference"]
+#: the names ``HessianSettings(backend=...)`` accepts
 SETTINGS_BACKENDS: tuple[str, ...] = ("auto", "double_backward", "finite_difference")
 #: the exact backend ``"auto"`` tries first
 PREFERRED = "double_backward"
