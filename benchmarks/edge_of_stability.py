@@ -1,13 +1,14 @@
 """Overhead of EdgeOfStability on the demo run, and the same run measured the reference code's way.
 
-    python benchmarks/edge_of_stability.py [--steps 3000 --every 50]
+    python benchmarks/edge_of_stability.py [--steps 3000 --every 50 --repeats 2]
 
 Trainings of the demo (tanh MLP 64-200-200-10, 1000 sklearn digits, full-batch GD at η = 0.1)
 in one process: without any callback; with ``EdgeOfStability(every_n_steps=50)``; with it and
 ``max_overhead=0.05``; with the per-step update sharpness alone (no measurement in the loop); and
 with a callback that measures the top eigenvalue the way the edge-of-stability reference code does —
 scipy ``eigsh`` on a LinearOperator with host copies, cold every time. Prints wall times, the
-overhead ratios and the median HVPs per measurement.
+overhead ratios (medians of interleaved runs, and the time spent inside the callback, which the
+machine's noise between runs does not reach) and the median HVPs per measurement.
 """
 
 from __future__ import annotations
@@ -65,25 +66,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--every", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each configuration, interleaved (median)")
     args = parser.parse_args()
-    plain = run([], args.steps)
-    eos = EdgeOfStability(every_n_steps=args.every)
-    ours = run([eos], args.steps)
-    budgeted = EdgeOfStability(every_n_steps=args.every, max_overhead=0.05)
-    thinned = run([budgeted], args.steps)
-    signal = EdgeOfStability(every_n_steps=10**9, at_fit_end=False)
-    per_step = run([signal], args.steps)
+    configs = {
+        "without callback": lambda: [],
+        "with EdgeOfStability": lambda: [EdgeOfStability(every_n_steps=args.every)],
+        "with max_overhead=0.05": lambda: [EdgeOfStability(every_n_steps=args.every, max_overhead=0.05)],
+        "per-step update sharpness alone": lambda: [EdgeOfStability(every_n_steps=10**9, at_fit_end=False)],
+    }
+    walls: dict[str, list[float]] = {name: [] for name in configs}
+    inside: dict[str, list[float]] = {name: [] for name in configs}
+    kept: dict[str, list] = {}
+    for _ in range(args.repeats):  # interleaved, so a slow spell of the machine hits every configuration
+        for name, make in configs.items():
+            callbacks = make()
+            walls[name].append(run(callbacks, args.steps))
+            inside[name].append(sum(c.total_seconds for c in callbacks))
+            kept[name] = callbacks
     ref = ScipyEigsh(args.every)
     reference = run([ref], args.steps)
-    print(f"\n## EdgeOfStability overhead on the demo ({args.steps} steps, every {args.every}), {torch.get_num_threads()} CPU threads")
-    print(f"without callback                     {plain:7.1f} s")
-    print(f"with EdgeOfStability                 {ours:7.1f} s   overhead {(ours - plain) / plain:6.1%}   "
-          f"{len(eos.history)} measurements, {eos.total_hvps} HVPs")
-    print(f"with max_overhead=0.05               {thinned:7.1f} s   overhead {(thinned - plain) / plain:6.1%}   "
-          f"{len(budgeted.history)} measurements, {budgeted.total_hvps} HVPs")
-    print(f"per-step update sharpness alone      {per_step:7.1f} s   overhead {(per_step - plain) / plain:6.1%}")
-    print(f"with scipy eigsh, cold, host copies  {reference:7.1f} s   overhead {(reference - plain) / plain:6.1%}   "
+    plain = statistics.median(walls["without callback"])
+    print(f"\n## EdgeOfStability overhead on the demo ({args.steps} steps, every {args.every}), "
+          f"{torch.get_num_threads()} CPU threads, median of {args.repeats} interleaved runs")
+    print(f"{'without callback':36s} {plain:7.1f} s   (runs {', '.join(f'{w:.1f}' for w in walls['without callback'])})")
+    for name in list(configs)[1:]:
+        wall, spent = statistics.median(walls[name]), statistics.median(inside[name])
+        eos = kept[name][0]
+        print(f"{name:36s} {wall:7.1f} s   overhead {(wall - plain) / plain:6.1%}   in the callback {spent:5.2f} s "
+              f"= {spent / plain:5.1%} of the plain run   {len(eos.history)} measurements, {eos.total_hvps} HVPs")
+    print(f"{'with scipy eigsh, cold, host copies':36s} {reference:7.1f} s   overhead {(reference - plain) / plain:6.1%}   "
           f"median {statistics.median(ref.hvps):.0f} HVPs per measurement")
+    eos = kept["with EdgeOfStability"][0]
     print(f"EdgeOfStability HVPs per measurement: median {statistics.median(h['hvps'] for h in eos.history):.0f}, "
           f"mean {eos.total_hvps / len(eos.history):.1f} (a cold measurement every 10th)")
     agree = [abs(a["dyn/eos_sharpness"] - b) / b for a, b in zip(eos.history, ref.values)]

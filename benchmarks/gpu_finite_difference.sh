@@ -4,12 +4,7 @@
 # attention on the flash kernel). The peer travels as a wheel in .whl/
 # (pip download --no-deps hessian-eigenthings==1.0.0a5); without it its rows are left out.
 set -o pipefail
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-fi
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-OUT=${OUT:-out}; mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+source benchmarks/gpu_setup.sh
 timeout 240 python3 benchmarks/finite_difference.py --preset gpt2 --device cuda --sections products,eigenvalue \
   2>&1 | grep -v Warning | tee "$OUT/finite_difference_gpt2_h200.txt"
 timeout 240 python3 benchmarks/finite_difference.py --preset gpt2 --device cuda --sections overhead \

@@ -3,12 +3,7 @@
 # the peers (hessian-eigenthings travels as a wheel in .whl/: pip download --no-deps
 # hessian-eigenthings==1.0.0a5), and EdgeOfStability's overhead on GPT-2 small's shape (bf16-mixed).
 set -o pipefail
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-fi
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-OUT=${OUT:-out}; mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+source benchmarks/gpu_setup.sh
 timeout 240 python3 benchmarks/tracking.py --device cuda --steps 3000 --every 100 2>&1 | grep -v Warning \
   | tee "$OUT/tracking_gpu.txt"
 timeout 300 python3 benchmarks/finite_difference.py --preset gpt2 --device cuda --sections overhead \

@@ -17,6 +17,7 @@ reported (a warning and an event in the state), never logged as numbers.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -165,7 +166,7 @@ class DynamicsCallback(*CALLBACK_BASES):  # type: ignore[misc]
         return tensorboard_writer(trainer)
 
     # -- Lightning hooks ----------------------------------------------------------------------
-    @property
+    @functools.cached_property  # Lightning reads it at every hook call; the arguments are fixed
     def state_key(self) -> str:
         return self._generate_state_key(every_n_steps=self.every_n_steps, seed=self.seed)
 

@@ -225,7 +225,7 @@ class CriticalPoints(DynamicsCallback):
                                           verdict=f"architecture: {self.function_class.headline}"), step)
 
     # -- state --------------------------------------------------------------------------------------
-    @property
+    @functools.cached_property  # Lightning reads it at every hook call; the arguments are fixed
     def state_key(self) -> str:
         return self._generate_state_key(every_n_steps=self.every_n_steps, seed=self.seed)
 

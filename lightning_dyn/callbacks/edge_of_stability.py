@@ -32,6 +32,7 @@ fit end, the figures of sharpness against threshold and of the Hessian's spectra
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal, Optional
 
 import torch
@@ -307,9 +308,9 @@ class EdgeOfStability(HessianAttributes, DynamicsCallback):
             self._update_metric, self._threshold_units = None, None
             return
         eta = self._largest_rate(optimizer)
-        scale2 = scaling.scale.double() ** 2 / eta
+        scale2 = scaling.scale.to(torch.promote_types(params[0].dtype, torch.float32)).square()
         # coordinates with D = 0 (never updated, or a rate of 0) do not move: they weigh nothing
-        metric = torch.where(scale2 > 0, 1.0 / scale2.clamp_min(1e-300), torch.zeros_like(scale2))
+        metric = torch.where(scale2 > 0, eta / scale2.clamp_min(torch.finfo(scale2.dtype).tiny), 0.0)
         self._update_metric = [m.view_as(p).to(p.dtype) for m, p in
                                zip(torch.split(metric, [p.numel() for p in params]), params)]
         self._threshold_units = scaling.threshold
@@ -359,7 +360,7 @@ class EdgeOfStability(HessianAttributes, DynamicsCallback):
                          f"(sharpness {change['sharpness']:.1f})")
         return "; ".join(parts)
 
-    @property
+    @functools.cached_property  # Lightning reads it at every hook call; the arguments are fixed
     def state_key(self) -> str:
         return self._generate_state_key(every_n_steps=self.every_n_steps, k=self.k, seed=self.seed, eos=True)
 

@@ -38,6 +38,7 @@ the last step of the optimizer that steps it.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import deque
 from typing import Any, Literal, Optional
@@ -429,7 +430,7 @@ class GradientExplosionMonitor(DynamicsCallback):
         return tag in MONITORABLE or tag.startswith("dyn/grad_norm_preclip_optimizer_")
 
     # -- state ----------------------------------------------------------------------------------
-    @property
+    @functools.cached_property  # Lightning reads it at every hook call; the arguments are fixed
     def state_key(self) -> str:
         return self._generate_state_key(every_n_steps=self.every_n_steps, action=self.action)
 

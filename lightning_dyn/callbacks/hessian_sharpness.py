@@ -12,6 +12,7 @@ the sharpness over steps and of the last spectral density.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Optional
 
 from ..curvature import trace
@@ -143,7 +144,7 @@ class HessianSharpness(HessianAttributes, DynamicsCallback):
                              title=f"top {self.operator_name} eigenvalues", ylabel=f"eigenvalue of the {self.operator_name}")
 
     # -- state ----------------------------------------------------------------------------------
-    @property
+    @functools.cached_property  # Lightning reads it at every hook call; the arguments are fixed
     def state_key(self) -> str:
         return self._generate_state_key(every_n_steps=self.every_n_steps, k=self.k, seed=self.seed)
 

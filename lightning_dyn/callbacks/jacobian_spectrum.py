@@ -169,7 +169,7 @@ class JacobianSpectrum(DynamicsCallback):
         add_figure(writer, "dyn/jacobian_singular_values",
                    singular_value_figure(top, step=step, grid=density.grid, density=density.density), step)
 
-    @property
+    @functools.cached_property  # Lightning reads it at every hook call; the arguments are fixed
     def state_key(self) -> str:
         return self._generate_state_key(every_n_steps=self.every_n_steps, k=self.k, seed=self.seed)
 

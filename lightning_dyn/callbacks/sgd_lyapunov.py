@@ -19,6 +19,7 @@ shuffles, i.i.d. otherwise (logged once, and in each history entry).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, Literal, Optional
 
@@ -281,7 +282,7 @@ class SGDLyapunov(DynamicsCallback):
             add_figure(writer, "dyn/stability_diagram", fig, trainer.global_step)
 
     # -- state ----------------------------------------------------------------------------------
-    @property
+    @functools.cached_property  # Lightning reads it at every hook call; the arguments are fixed
     def state_key(self) -> str:
         return self._generate_state_key(every_n_steps=self.every_n_steps, method=self.method, seed=self.seed)
 

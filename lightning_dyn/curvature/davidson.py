@@ -48,6 +48,7 @@ class DavidsonIteration:
         self._AQ: list[torch.Tensor] = []
         self._T = np.zeros((0, 0))  # QᵀAQ
         self._G = np.zeros((0, 0))  # (AQ)ᵀAQ
+        self._S = np.zeros((0, 0))  # the eigenvectors of QᵀAQ at the last Rayleigh–Ritz step
         self.exhausted = False
         for column in block.T:
             self._add(column.clone())
@@ -95,26 +96,38 @@ class DavidsonIteration:
         G[m - 1, :], G[:, m - 1] = values[2 * m:], values[2 * m:]
         self._T, self._G = T, G
 
-    def ritz(self, keep: int) -> tuple[np.ndarray, torch.Tensor, np.ndarray, torch.Tensor]:
-        """Ritz values (descending), the first ``keep`` Ritz vectors, every residual norm, and the
-        first ``keep`` residual vectors."""
+    def ritz(self, keep: int) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+        """Ritz values (descending), every residual norm, and the first ``keep`` residual vectors
+        ``AQs − θQs`` (columns; the Ritz vectors themselves: :meth:`ritz_vectors`)."""
         theta, S = np.linalg.eigh(self._T)
         theta, S = theta[::-1].copy(), S[:, ::-1].copy()
+        self._S = S
         q0 = self._Q[0]
-        S_keep = torch.as_tensor(S[:, :keep], device=q0.device, dtype=q0.dtype)
-        Y = torch.zeros((self.size, keep), device=q0.device, dtype=q0.dtype)
-        R = torch.zeros_like(Y)
-        for q, image, row in zip(self._Q, self._AQ, S_keep):
-            Y.addr_(q, row)
-            R.addr_(image, row)
-        R -= Y * torch.as_tensor(theta[:keep], device=q0.device, dtype=q0.dtype)
+        # built row-major, one contiguous pass a basis vector and a column, returned transposed
+        R = torch.empty((keep, self.size), device=q0.device, dtype=q0.dtype)
+        for j in range(keep):
+            for i, (q, image) in enumerate(zip(self._Q, self._AQ)):
+                if i == 0:
+                    torch.add(image, q, alpha=-float(theta[j]), out=R[j]).mul_(float(S[i, j]))
+                else:
+                    R[j].add_(image, alpha=float(S[i, j])).add_(q, alpha=-float(S[i, j] * theta[j]))
+        R = R.T
         residuals = np.empty(len(theta))
         residuals[:keep] = self.space.column_norms(R).double().cpu().numpy()
         if keep < len(theta):  # the rest only widen gaps: ‖AQs‖² − θ² is accurate enough there
             rest = S[:, keep:]
             residuals[keep:] = np.sqrt(np.maximum(np.einsum("ij,ik,kj->j", rest, self._G, rest) - theta[keep:] ** 2,
                                                   0.0))
-        return theta, Y, residuals, R
+        return theta, residuals, R
+
+    def ritz_vectors(self, n: int) -> torch.Tensor:
+        """The first ``n`` Ritz vectors of the last :meth:`ritz` call, as columns ``Qs``."""
+        q0 = self._Q[0]
+        Y = torch.zeros((n, self.size), device=q0.device, dtype=q0.dtype)
+        for j in range(n):
+            for i, q in enumerate(self._Q):
+                Y[j].add_(q, alpha=float(self._S[i, j]))
+        return Y.T
 
     def expand(self, residual: torch.Tensor) -> None:
         """Add ``residual`` to the basis (one product); a random direction if it lies in the basis."""

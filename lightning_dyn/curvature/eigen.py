@@ -257,7 +257,7 @@ def _davidson(product, op, block, k, tol, max_matvecs, generator, max_gap) -> So
     best, since = np.inf, 0
     while True:
         keep = min(iteration.num_matvecs, k + MAX_GUARD_VECTORS)
-        theta, Y, residuals, R = iteration.ritz(keep)
+        theta, residuals, R = iteration.ritz(keep)
         bounds = _error_bounds(theta, residuals, np.arange(k), max_gap, MAX_GAIN)
         stop, converged, relative = _verdict(op, theta, bounds, k, tol)
         converged = converged or iteration.exhausted
@@ -266,4 +266,4 @@ def _davidson(product, op, block, k, tol, max_matvecs, generator, max_gap) -> So
         if stop or converged or iteration.num_matvecs >= max_matvecs or since >= STAGNATION_STEPS:
             break
         iteration.expand(R[:, int(np.argmax(relative))])
-    return Solve(theta, bounds, residuals, converged, iteration.num_matvecs, lambda n: Y[:, :n])
+    return Solve(theta, bounds, residuals, converged, iteration.num_matvecs, iteration.ritz_vectors)

@@ -31,9 +31,15 @@ batches; an exponential average (``smoothed``) is kept beside the raw value.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Optional, Sequence
 
 import torch
+
+#: entries in one sampled block (256 bytes of float32: whole cache lines)
+BLOCK = 64
+#: a parameter is sampled by blocks when it gives at least this many; by single entries otherwise
+MIN_BLOCKS = 8
 
 
 class UpdateCurvature:
@@ -47,7 +53,9 @@ class UpdateCurvature:
     Args:
         smoothing: weight of the newest value in the exponential average ``smoothed``.
         max_coordinates: above this many parameter entries, the secant's sums run over a fixed
-            random sample of this many coordinates (module docstring); ``None``: always all of them.
+            random sample of about this many coordinates — blocks of ``BLOCK`` consecutive entries,
+            the same share of every parameter: a ratio estimator of the secant; ``None``: always
+            all of them.
         seed: seed of that sample.
     """
 
@@ -57,14 +65,18 @@ class UpdateCurvature:
         if max_coordinates is not None and max_coordinates < 1:
             raise ValueError(f"max_coordinates must be positive or None, got {max_coordinates!r}")
         self.smoothing, self.max_coordinates, self.seed = smoothing, max_coordinates, seed
-        self._sample: Optional[list[Optional[torch.Tensor]]] = None
+        self._sample: Optional[list[tuple[torch.Tensor, int]]] = None
         self.smoothed: Optional[float] = None
         self.last: Optional[float] = None
         self.count = 0
-        self._params: Optional[list[torch.Tensor]] = None
-        self._grads: Optional[list[torch.Tensor]] = None
-        self._metric: Optional[list[torch.Tensor]] = None
+        self._params: Optional[torch.Tensor] = None
+        self._grads: Optional[torch.Tensor] = None
+        self._metric: Optional[torch.Tensor] = None
         self._sample_shapes: list = []
+        self._metric_source: Optional[Sequence[torch.Tensor]] = None
+        self._metric_taken: Optional[torch.Tensor] = None
+        #: how many coordinates the sums run over (all of them below ``max_coordinates``)
+        self.sampled_coordinates = 0
 
     @torch.no_grad()
     def observe(self, params: Sequence[torch.Tensor], grads: Sequence[Optional[torch.Tensor]],
@@ -72,28 +84,28 @@ class UpdateCurvature:
         """The secant along the update since the last call (``None`` if there is none), then keep
         ``params``, ``grads`` (``None`` entries count as zero) and ``metric`` for the next one.
 
-        Two buffers the size of the parameters, allocated once; per call two in-place differences,
-        two dot products and two copies — about thirteen passes over the parameters' memory."""
+        Kept as flat vectors (in float32 at least; over the sample above ``max_coordinates``): per
+        call one gather of the parameters and one of the gradients, two differences and two dot
+        products — a handful of passes over memory and of kernel launches, however many tensors the
+        model has. A ``metric`` passed again as the same list object is taken as unchanged (it is
+        flattened, and sampled, once)."""
         params = [p.detach() for p in params]
-        grads = [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(params, grads)]
         sample = self._coordinates(params)
-        if sample is not None:
-            params, grads = _take(params, sample), _take(grads, sample)
-            metric = None if metric is None else _take(metric, sample)
+        dtype = functools.reduce(torch.promote_types, [p.dtype for p in params], torch.float32)
+        flat_params = _flatten(params, sample, dtype)
+        flat_grads = _flatten([torch.zeros_like(p) if g is None else g.detach() for p, g in zip(params, grads)],
+                              sample, dtype)
+        if metric is not None and (metric is not self._metric_source or self._metric_taken is None
+                                   or self._metric_taken.shape != flat_params.shape):
+            self._metric_source, self._metric_taken = metric, _flatten(metric, sample, dtype)
         value = None
-        if self._params is not None and len(self._params) == len(params) and all(
-                a.shape == p.shape and a.dtype == p.dtype for a, p in zip(self._params, params)):
-            torch._foreach_sub_(self._params, params)  # θ_t − θ_{t+1} = −d
-            torch._foreach_sub_(self._grads, grads)  # g_t − g_{t+1} = −Δg
-            curvature = _dot(self._params, self._grads)
-            weighted = self._params if self._metric is None else torch._foreach_mul(self._params, self._metric)
-            length = _dot(weighted, self._params)
+        if self._params is not None and self._params.shape == flat_params.shape and self._params.dtype == dtype:
+            step = self._params.sub_(flat_params)  # θ_t − θ_{t+1} = −d
+            change = self._grads.sub_(flat_grads)  # g_t − g_{t+1} = −Δg
+            curvature = float(torch.dot(step, change))
+            length = float(torch.dot(step if self._metric is None else step * self._metric, step))
             value = curvature / length if length > 0 else None
-            torch._foreach_copy_(self._params, params)
-            torch._foreach_copy_(self._grads, grads)
-        else:
-            self._params = [p.clone() for p in params]
-            self._grads = [g.clone() for g in grads]
+        self._params, self._grads = flat_params, flat_grads
         if value is not None and value == value:
             self.last = value
             self.smoothed = value if self.smoothed is None else (
@@ -102,27 +114,38 @@ class UpdateCurvature:
         else:
             value = None
         # the metric of the step about to be taken weighs the update it produces, seen next call
-        self._metric = None if metric is None else [m.detach() for m in metric]
+        self._metric = None if metric is None else self._metric_taken
         return value
 
-    def _coordinates(self, params: list[torch.Tensor]) -> Optional[list[Optional[torch.Tensor]]]:
-        """The fixed sample of coordinates (one index tensor per parameter), or ``None`` for all."""
+    def _coordinates(self, params: list[torch.Tensor]) -> Optional[list[tuple[torch.Tensor, int]]]:
+        """The fixed sample of coordinates, or ``None`` for all of them: for each parameter, rows of
+        its flat entries viewed as ``(n // width, width)`` — whole blocks of ``BLOCK`` consecutive
+        entries where the tensor is large enough to give several, single entries otherwise — drawn
+        uniformly without replacement in the same proportion from every parameter (stratified).
+        Blocks read only the memory sampled; scattered entries would touch every cache line."""
         total = sum(p.numel() for p in params)
         if self.max_coordinates is None or total <= self.max_coordinates:
+            self.sampled_coordinates = total
             return None
         shapes = [p.shape for p in params]
         if self._sample is None or self._sample_shapes != shapes:
             generator = torch.Generator().manual_seed(self.seed)
             fraction = self.max_coordinates / total
-            self._sample = [
-                torch.sort(torch.randperm(p.numel(), generator=generator)[:max(1, round(fraction * p.numel()))])
-                .values.to(p.device) for p in params]
+            self._sample = []
+            for p in params:
+                width = BLOCK if fraction * (p.numel() // BLOCK) >= MIN_BLOCKS else 1
+                rows = p.numel() // width
+                chosen = torch.randperm(rows, generator=generator)[:max(1, round(fraction * rows))]
+                self._sample.append((torch.sort(chosen).values.to(p.device), width))
             self._sample_shapes = shapes
+            self._metric_source = self._metric_taken = None
+            self.sampled_coordinates = sum(len(rows) * width for rows, width in self._sample)
         return self._sample
 
     def forget(self) -> None:
         """Drop the kept step (the next call returns ``None``): after a step that was not taken."""
         self._params = self._grads = self._metric = None
+        self._metric_source = self._metric_taken = None
 
     def state_dict(self) -> dict[str, Any]:
         """The averages (the kept tensors are not checkpointed: the first step after a resume
@@ -134,11 +157,14 @@ class UpdateCurvature:
         self.forget()
 
 
-def _take(tensors: Sequence[torch.Tensor], sample: list) -> list[torch.Tensor]:
-    """Each tensor's sampled entries, flat."""
-    return [t.reshape(-1).index_select(0, i) for t, i in zip(tensors, sample)]
-
-
-def _dot(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
-    """``Σ_i ⟨a_i, b_i⟩`` over lists of tensors (each dot in the tensors' dtype, summed in float64)."""
-    return float(torch.stack([torch.dot(x.reshape(-1), y.reshape(-1)).double() for x, y in zip(a, b)]).sum())
+def _flatten(tensors: Sequence[torch.Tensor], sample: Optional[list], dtype: torch.dtype) -> torch.Tensor:
+    """The tensors' entries (their sampled rows, ``UpdateCurvature._coordinates``) in one flat vector."""
+    if sample is None:
+        pieces = [t.reshape(-1) for t in tensors]
+    else:
+        pieces = []
+        for t, (rows, width) in zip(tensors, sample):
+            flat = t.reshape(-1)
+            pieces.append(flat[:flat.numel() - flat.numel() % width].view(-1, width).index_select(0, rows).reshape(-1))
+    device = pieces[0].device
+    return torch.cat([piece.to(device=device, dtype=dtype) for piece in pieces])
