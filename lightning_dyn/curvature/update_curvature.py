@@ -78,7 +78,6 @@ class UpdateCurvature:
         #: how many coordinates the sums run over (all of them below ``max_coordinates``)
         self.sampled_coordinates = 0
 
-    @torch.no_grad()
     def observe(self, params: Sequence[torch.Tensor], grads: Sequence[Optional[torch.Tensor]],
                 metric: Optional[Sequence[torch.Tensor]] = None) -> Optional[float]:
         """The secant along the update since the last call (``None`` if there is none), then keep
@@ -102,8 +101,8 @@ class UpdateCurvature:
         if self._params is not None and self._params.shape == flat_params.shape and self._params.dtype == dtype:
             step = self._params.sub_(flat_params)  # θ_t − θ_{t+1} = −d
             change = self._grads.sub_(flat_grads)  # g_t − g_{t+1} = −Δg
-            curvature = float(torch.dot(step, change))
-            length = float(torch.dot(step if self._metric is None else step * self._metric, step))
+            weighted = step if self._metric is None else step * self._metric
+            curvature, length = torch.stack([torch.dot(step, change), torch.dot(weighted, step)]).tolist()
             value = curvature / length if length > 0 else None
         self._params, self._grads = flat_params, flat_grads
         if value is not None and value == value:
@@ -167,4 +166,5 @@ def _flatten(tensors: Sequence[torch.Tensor], sample: Optional[list], dtype: tor
             flat = t.reshape(-1)
             pieces.append(flat[:flat.numel() - flat.numel() % width].view(-1, width).index_select(0, rows).reshape(-1))
     device = pieces[0].device
-    return torch.cat([piece.to(device=device, dtype=dtype) for piece in pieces])
+    return torch.cat([piece if piece.dtype == dtype and piece.device == device else piece.to(device=device, dtype=dtype)
+                      for piece in pieces]).detach()
