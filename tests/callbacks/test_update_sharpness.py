@@ -108,3 +108,28 @@ def test_max_overhead_thins_the_schedule_by_its_rule(tmp_path):
     assert sum(len(b[0]) for b in budgeted.batches) == 50
     with pytest.raises(ConfigurationError, match="max_overhead"):
         OverheadBudget(1.5)
+
+
+def test_a_binding_budget_resumes_at_the_same_steps(tmp_path):
+    """The budget's spent count is checkpointed: a fit resumed from a real checkpoint skips and
+    measures at the same steps, with the same values, as the same fit run straight through."""
+    from tests.contract.harness import fit
+
+    deterministic = dict(module_kwargs={"dropout": 0.0}, loader_kwargs={"shuffle": False}, max_steps=-1)
+
+    def make():
+        return EdgeOfStability(every_n_steps=1, max_overhead=0.9, at_fit_end=False)
+
+    straight = make()
+    fit([straight], tmp_path / "a", max_epochs=20, **deterministic)
+    first = make()
+    trainer, _ = fit([first], tmp_path / "b", max_epochs=10, **deterministic)
+    ckpt = tmp_path / "b.ckpt"
+    trainer.save_checkpoint(ckpt)
+    second = make()
+    fit([second], tmp_path / "c", max_epochs=20, ckpt_path=str(ckpt), **deterministic)
+    steps = [h["step"] for h in straight.history]
+    assert 3 <= len(steps) < 40, steps  # the budget thinned the every-step schedule
+    assert any(s > 40 for s in steps), steps  # and measured after the checkpoint (step 40)
+    assert [h for h in second.history if h["step"] > 40] == [h for h in straight.history if h["step"] > 40]
+    assert second.hessian_measurement.budget.spent == straight.hessian_measurement.budget.spent
