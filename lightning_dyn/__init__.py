@@ -16,17 +16,19 @@ one layer each (imports point downwards only):
 """
 
 from .callbacks import (ConfigurationError, CriticalPoints, EdgeOfStability, GradientExplosionError,
-                        GradientExplosionMonitor, HessianSettings, HessianSharpness, JacobianSpectrum, SGDLyapunov)
+                        GradientExplosionMonitor, HessianSettings, HessianSharpness, InstabilityWarning, JacobianSpectrum,
+                        SGDLyapunov)
 from .dde import ddeint
 from .dynamics import jacobian_spectrum, lyapunov_spectrum, sgd_lyapunov
 from .function_classes import classify_architecture, find_critical_points
 from .models import AugmentedNeuralODE, KuramotoNetwork, NeuralDDE, NeuralODE
 
-__version__ = "1.3.0"
+__version__ = "1.4.0"
 
 __all__ = [
     # callbacks and their settings
-    "CriticalPoints", "EdgeOfStability", "GradientExplosionMonitor", "HessianSettings", "HessianSharpness", "JacobianSpectrum",
+    "CriticalPoints", "EdgeOfStability", "GradientExplosionMonitor", "HessianSettings", "HessianSharpness",
+    "InstabilityWarning", "JacobianSpectrum",
     "SGDLyapunov",
     # errors users catch
     "ConfigurationError", "GradientExplosionError",

@@ -10,7 +10,8 @@ sharpening 3.9 → 20.6 by step 1950; at the edge (threshold 20.0) from step 200
 300 steps yet fell 0.62 → 0.015", the last ``SGDLyapunov`` verdict (λ, critical learning rate),
 and the gradients' story: the backprop Lyapunov exponent first and last, the total gradient norm,
 events and skipped steps (``GradientExplosionMonitor``), the Jacobian's σ_max and ⟨σ²⟩
-(``JacobianSpectrum``).
+(``JacobianSpectrum``), and the early warning's alarms (``InstabilityWarning``) — with
+``instability_warning.png``: the risk against the training loss around the first alarm.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from typing import Optional
 import numpy as np
 from matplotlib.figure import Figure
 
+from .callbacks.figures import warning_figure
+from .callbacks.instability_warning import FIGURE_MARGIN
+from .dynamics.early_warning import alarm_episodes, loss_spikes
 from .dynamics.edge_of_stability import REGIMES
 from .function_classes.critical_points import describe_counts
 
@@ -132,6 +136,41 @@ def write_figures(series: Series, out_dir: str | Path) -> list[Path]:
     fig.savefig(path, dpi=110)
     written.append(path)
     return written
+
+
+def write_warning_figure(series: Series, out_dir: str | Path) -> list[Path]:
+    """``instability_warning.png``: the training loss and ``dyn/instability_risk`` around the first
+    alarm (the whole run when there is none), the alarm episodes shaded and the loss spikes
+    (:func:`~lightning_dyn.dynamics.loss_spikes` on the logged loss) marked."""
+    risk = series.get("dyn/instability_risk", [])
+    if not risk:
+        return []
+    episodes = alarm_episodes(risk)
+    lo, hi = ((episodes[0][0] - FIGURE_MARGIN, episodes[0][0] + FIGURE_MARGIN) if episodes
+              else (risk[0][0], risk[-1][0]))
+    loss = series.get("train_loss", [])
+    spikes = [loss[i][0] for i in loss_spikes([v for _, v in loss])] if len(loss) > 1 else []
+    title = "training loss" + (f" around the first alarm (step {episodes[0][0]})" if episodes else "")
+    fig = warning_figure([(s, v) for s, v in loss if lo <= s <= hi], [(s, v) for s, v in risk if lo <= s <= hi],
+                         episodes, spikes, title=title)
+    path = Path(out_dir) / "instability_warning.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return [path]
+
+
+def summarize_warning(series: Series) -> str:
+    """``InstabilityWarning``: alarm episodes, the first with its risk, and the peak risk."""
+    risk = series.get("dyn/instability_risk", [])
+    if not risk:
+        return ""
+    episodes = alarm_episodes(risk)
+    peak_step, peak = max(risk, key=lambda p: p[1])
+    if not episodes:
+        return f"no alarm in {len(risk)} steps (peak risk {peak:.3g} at step {peak_step})"
+    first = episodes[0][0]
+    return (f"{len(episodes)} alarm episode(s) in {len(risk)} steps, the first at step {first} (risk "
+            f"{dict(risk)[first]:.3g}); peak risk {peak:.3g} at step {peak_step}")
 
 
 def write_logged_figures(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
@@ -246,6 +285,7 @@ def run_summary(series: Series) -> str:
                 ("SGDLyapunov", summarize_sgd(series)),
                 ("CriticalPoints", summarize_critical_points(series)),
                 ("gradients (GradientExplosionMonitor, JacobianSpectrum)", summarize_gradients(series)),
+                ("InstabilityWarning", summarize_warning(series)),
                 ("training loss", summarize({"train_loss": series["train_loss"]}) if "train_loss" in series else "")]
     lines = [f"{name}: {text}" for name, text in sections if text and not text.startswith("no lightning_dyn")]
     return "\n".join(lines) if lines else "no lightning_dyn scalars in this run"
@@ -254,7 +294,8 @@ def run_summary(series: Series) -> str:
 def report(run_dir: str | Path, out_dir: Optional[str | Path] = None) -> str:
     """Figures into ``out_dir`` (default: ``run_dir``) and the summary, printed and returned."""
     series = read_scalars(run_dir)
-    paths = write_figures(series, out_dir or run_dir) + write_logged_figures(run_dir, out_dir or run_dir)
+    paths = (write_figures(series, out_dir or run_dir) + write_warning_figure(series, out_dir or run_dir)
+             + write_logged_figures(run_dir, out_dir or run_dir))
     text = run_summary(series)
     print(text)
     for p in paths:

@@ -23,7 +23,8 @@ def _readme_code() -> list[str]:
 
 def test_the_top_level_exports_exactly_its_surface():
     assert sorted(lightning_dyn.__all__) == sorted(
-        ["CriticalPoints", "EdgeOfStability", "GradientExplosionMonitor", "HessianSettings", "HessianSharpness", "JacobianSpectrum",
+        ["CriticalPoints", "EdgeOfStability", "GradientExplosionMonitor", "HessianSettings", "HessianSharpness",
+         "InstabilityWarning", "JacobianSpectrum",
          "SGDLyapunov", "ConfigurationError", "GradientExplosionError", "AugmentedNeuralODE", "KuramotoNetwork",
          "NeuralDDE", "NeuralODE", "classify_architecture", "ddeint", "find_critical_points", "jacobian_spectrum", "lyapunov_spectrum", "sgd_lyapunov"])
     for name in lightning_dyn.__all__:

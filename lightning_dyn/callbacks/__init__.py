@@ -13,12 +13,13 @@ from .edge_of_stability import EdgeOfStability
 from .gradient_explosion import GradientExplosionError, GradientExplosionMonitor
 from .hessian_settings import HessianSettings
 from .hessian_sharpness import HessianSharpness
+from .instability_warning import InstabilityWarning
 from .jacobian_spectrum import JacobianSpectrum
 from .lr_reduction import LearningRateReduction
 from .probe import probe_set, training_step_loss
 from .sgd_lyapunov import SGDLyapunov
 
 __all__ = ["ConfigurationError", "CriticalPoints", "DynamicsCallback", "EdgeOfStability", "GradientExplosionError",
-           "GradientExplosionMonitor", "HessianSettings", "HessianSharpness", "JacobianSpectrum", "LearningRateReduction",
+           "GradientExplosionMonitor", "HessianSettings", "HessianSharpness", "InstabilityWarning", "JacobianSpectrum", "LearningRateReduction",
            "Measurement",
            "SGDLyapunov", "probe_set", "training_step_loss"]

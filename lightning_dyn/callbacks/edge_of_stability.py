@@ -35,13 +35,12 @@ from __future__ import annotations
 import functools
 from typing import Any, Literal, Optional
 
-import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from ..curvature import CurvatureOperator, PreconditionedOperator, UpdateCurvature
+from ..curvature import CurvatureOperator, PreconditionedOperator
 from ..dynamics.edge_of_stability import REGIMES, classify_regime
-from ..dynamics.optimizer_thresholds import (UnsupportedOptimizer, check_supported, is_adaptive, stability_scaling,
-                                            stability_threshold)
+from ..dynamics.optimizer_thresholds import UnsupportedOptimizer, check_supported, is_adaptive, stability_scaling
+from ..dynamics.update_stability import UpdateStability, largest_rate
 from .base import DynamicsCallback, Measurement
 from .compat import ConfigurationError
 from .hessian_measurement import (HessianAttributes, HessianMeasurement, eigenvalue_histogram, eigenvalue_scalars,
@@ -51,10 +50,6 @@ from .lr_reduction import LearningRateReduction
 from .optimizers import optimizer_at, stepped_parameters
 from .validation import check_choice, check_fraction
 from .figures import series_figure
-
-
-#: the preconditioner and threshold of the per-step update sharpness are refreshed this often (steps)
-UPDATE_METRIC_EVERY = 50
 
 
 class EdgeOfStability(HessianAttributes, DynamicsCallback):
@@ -78,7 +73,7 @@ class EdgeOfStability(HessianAttributes, DynamicsCallback):
             warm measurements; off by default, counted in the totals when on).
         update_sharpness: also log, every optimizer step, the curvature along the update the optimizer
             just took — the secant ``dᵀ(g_{t+1} − g_t)/dᵀd`` of consecutive training gradients
-            (``dᵀ(g_{t+1} − g_t)/dᵀ(P/η)d`` for adaptive methods), no product: ``dyn/update_sharpness``
+            (``dᵀ(g_{t+1} − g_t)/dᵀPd`` for adaptive methods), no product: ``dyn/update_sharpness``
             and ``dyn/update_sharpness_ratio`` against the threshold
             (:class:`~lightning_dyn.curvature.UpdateCurvature`, which says what it bounds). Default on.
         max_overhead: a share of training the measurements may spend, in ``(0, 1)`` (e.g. ``0.05``): a
@@ -139,11 +134,8 @@ class EdgeOfStability(HessianAttributes, DynamicsCallback):
         self.lr_reduction = LearningRateReduction()
         if not isinstance(update_sharpness, bool):
             raise ConfigurationError(f"`update_sharpness` must be a bool, got {update_sharpness!r}")
-        #: the per-step secant curvature along the update (``None``: off)
-        self.update_curvature: Optional[UpdateCurvature] = UpdateCurvature() if update_sharpness else None
-        self._update_metric: Optional[list[torch.Tensor]] = None
-        self._threshold_units: Optional[float] = None
-        self._metric_step: Optional[int] = None
+        #: the per-step secant curvature along the update against the threshold (``None``: off)
+        self.update_stability: Optional[UpdateStability] = UpdateStability() if update_sharpness else None
 
     def _optimizer(self, trainer: Any) -> Any:
         return optimizer_at(trainer, self.hessian.optimizer, "EdgeOfStability", required=True)
@@ -164,7 +156,7 @@ class EdgeOfStability(HessianAttributes, DynamicsCallback):
         self.operator_name = "preconditioned Hessian P⁻¹H" if self.preconditioned else "Hessian"
         self.sharpness_name = "preconditioned sharpness λ_max(P⁻¹H)" if self.preconditioned else "sharpness λ_max(H)"
         self.hessian_measurement.prepare(trainer, pl_module, type(self).__name__)
-        if self.update_curvature is not None and self.hessian_measurement.sharded:
+        if self.update_stability is not None and self.hessian_measurement.sharded:
             rank_zero_info("EdgeOfStability: the per-step update sharpness is not computed under sharded training "
                            "(each rank holds a shard of the update); the measurements are")
 
@@ -184,8 +176,7 @@ class EdgeOfStability(HessianAttributes, DynamicsCallback):
             return op
         # λ_max(D H D)/η_ref against threshold/η_ref, η_ref the largest learning rate: with one
         # group that is λ_max(P⁻¹H) against the table's threshold at η (rates all 0: η_ref = 1)
-        eta = max((float(g["lr"]) * factor for g in optimizer.param_groups if float(g["lr"]) * factor > 0),
-                  default=1.0)
+        eta = largest_rate(optimizer, factor)
         self._threshold = scaling.threshold / eta
         return PreconditionedOperator(op, scaling.scale / eta**0.5)
 
@@ -263,67 +254,23 @@ class EdgeOfStability(HessianAttributes, DynamicsCallback):
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
         """The secant along the last update, from this step's gradients (after AMP unscaling, before
         clipping: the loss's own gradient), logged at every step."""
-        curvature = self.update_curvature
-        if curvature is None or self.hessian_measurement.sharded or not self.batches:
+        if self.update_stability is None or self.hessian_measurement.sharded or not self.batches:
             return
         measured = self._optimizer(trainer)
         if optimizer is not measured and getattr(optimizer, "optimizer", None) is not measured:
             return
         with self.charged():
             step = trainer.global_step
-            params = stepped_parameters(measured)
-            # Adam's bias correction moves P fast in the first steps: refreshed at steps 1, 2, 4, ...,
-            # then every UPDATE_METRIC_EVERY
-            if self._metric_step is None or step - self._metric_step >= min(UPDATE_METRIC_EVERY,
-                                                                             max(1, self._metric_step)):
-                self._refresh_update_metric(measured, params)
-                self._metric_step = step
-            value = curvature.observe(params, [p.grad for p in params], self._update_metric)
-            if value is None:
+            observed = self.update_stability.observe(measured, stepped_parameters(measured), step,
+                                                     lr_scale=self.lr_reduction.factor)
+            if observed is None:
                 return
+            value, ratio = observed
             scalars = {"dyn/update_sharpness": value}
-            threshold = self._update_threshold_now(measured)
-            if 0 < threshold < float("inf"):
-                scalars["dyn/update_sharpness_ratio"] = value / threshold
+            if ratio == ratio:
+                scalars["dyn/update_sharpness_ratio"] = ratio
             for logger in trainer.loggers:
                 logger.log_metrics(scalars, step=step)
-
-    def _largest_rate(self, optimizer: Any) -> float:
-        factor = self.lr_reduction.factor
-        return max((float(g["lr"]) * factor for g in optimizer.param_groups if float(g["lr"]) * factor > 0),
-                   default=1.0)
-
-    def _refresh_update_metric(self, optimizer: Any, params: list) -> None:
-        """The metric ``1/D²`` of the measured operator ``D H D`` (module docstring), every
-        ``UPDATE_METRIC_EVERY`` steps: a preconditioner moves slowly (β₂ = 0.999), and with one
-        learning rate ``1/D² = P`` does not depend on it."""
-        try:
-            scaling = stability_scaling(optimizer, params, lr_scale=self.lr_reduction.factor)
-        except RuntimeError:  # an adaptive optimizer before its first step: no preconditioner yet
-            self._update_metric, self._threshold_units = None, None
-            self._metric_step = None
-            self.update_curvature.forget()
-            return
-        if scaling.scale is None:  # SGD with one rate: H itself, the threshold read at each step
-            self._update_metric, self._threshold_units = None, None
-            return
-        eta = self._largest_rate(optimizer)
-        scale2 = scaling.scale.to(torch.promote_types(params[0].dtype, torch.float32)).square()
-        # coordinates with D = 0 (never updated, or a rate of 0) do not move: they weigh nothing
-        metric = torch.where(scale2 > 0, eta / scale2.clamp_min(torch.finfo(scale2.dtype).tiny), 0.0)
-        self._update_metric = [m.view_as(p).to(p.dtype) for m, p in
-                               zip(torch.split(metric, [p.numel() for p in params]), params)]
-        self._threshold_units = scaling.threshold
-
-    def _update_threshold_now(self, optimizer: Any) -> float:
-        """The threshold of the step just taken's units, at this step's learning rate (a scheduler
-        moves it every step)."""
-        if self._threshold_units is None:
-            try:
-                return stability_threshold(optimizer, lr_scale=self.lr_reduction.factor)
-            except (UnsupportedOptimizer, ValueError):
-                return float("nan")
-        return self._threshold_units / self._largest_rate(optimizer)
 
     def fit_end(self, trainer: Any, pl_module: Any) -> None:
         fit_end_density(self, trainer, pl_module, lambda: self.operator(trainer, pl_module), self.density_runs,
@@ -366,14 +313,14 @@ class EdgeOfStability(HessianAttributes, DynamicsCallback):
 
     def extra_state(self) -> dict[str, Any]:
         return {**self.hessian_measurement.state_dict(), "regime_changes": list(self.regime_changes),
-                "update_curvature": None if self.update_curvature is None else self.update_curvature.state_dict(),
+                "update_curvature": None if self.update_stability is None else self.update_stability.state_dict(),
                 "lr_reduction": self.lr_reduction.state_dict()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.hessian_measurement.load_state_dict(state)
         self.regime_changes = list(state["regime_changes"])
-        if self.update_curvature is not None and state.get("update_curvature"):  # 1.2 and earlier: none
-            self.update_curvature.load_state_dict(state["update_curvature"])
+        if self.update_stability is not None and state.get("update_curvature"):  # 1.2 and earlier: none
+            self.update_stability.load_state_dict(state["update_curvature"])
         if "lr_reduction" in state:  # checkpoints of 1.1 and earlier hold none
             self.lr_reduction.load_state_dict(state["lr_reduction"])
 

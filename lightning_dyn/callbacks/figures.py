@@ -168,3 +168,31 @@ def critical_points_figure(grid: Sequence[np.ndarray], values: np.ndarray, point
         ax.plot([], [], " ", label="no critical point in the box")
     return _finished(fig, ax, xlabel="x₁" if n == 2 else "x", ylabel="x₂" if n == 2 else "f(x)",
                      title=f"critical points of the input–output map, step {step}\n{verdict}")
+
+
+def warning_figure(loss: Sequence[tuple[int, float]], risk: Sequence[tuple[int, float]],
+                   episodes: Sequence[tuple[int, int]], spikes: Sequence[int], *, title: str = "") -> Any:
+    """The training loss over the instability risk against the step, alarm episodes shaded and loss
+    spikes marked: what ``InstabilityWarning`` saw before a spike."""
+    fig = Figure(figsize=(8, 5.2))
+    loss_ax, risk_ax = fig.subplots(2, 1, sharex=True)
+    if loss:
+        loss_ax.plot(*zip(*loss), color="C0", label="training loss")
+        if min(v for _, v in loss) > 0:
+            loss_ax.set_yscale("log")
+    loss_ax.set_title(title or "training loss")
+    risk_ax.plot(*zip(*risk), color="C3", label="dyn/instability_risk")
+    risk_ax.axhline(1.0, color="gray", ls=":", label="alarm level (1)")
+    if max(v for _, v in risk) > 10:
+        risk_ax.set_yscale("symlog", linthresh=1.0)
+    risk_ax.set_title("instability risk: the largest score over its level")
+    lo, hi = risk[0][0], risk[-1][0]
+    for ax in (loss_ax, risk_ax):
+        for i, (a, b) in enumerate(e for e in episodes if e[1] >= lo and e[0] <= hi):
+            ax.axvspan(a, b + 1, color="C3", alpha=0.12, lw=0, label="alarm episode" if i == 0 else None)
+        for i, s in enumerate(x for x in spikes if lo <= x <= hi):
+            ax.axvline(s, color="k", ls="--", lw=1, label="loss spike (robust z ≥ 6)" if i == 0 else None)
+        ax.legend(fontsize=8, loc="upper left")
+    risk_ax.set_xlabel("optimizer step")
+    fig.tight_layout()
+    return fig

@@ -57,6 +57,7 @@ from .validation import check_choice, check_positive, check_positive_int
 from .compat import ConfigurationError
 from .figures import add_figure, depth_profile_figure
 from .optimizers import stepped_parameters
+from .update_skip import UpdateSkip
 
 Action = Literal["none", "warn", "skip", "stop", "raise"]
 ACTIONS: tuple[str, ...] = ("none", "warn", "skip", "stop", "raise")
@@ -144,8 +145,8 @@ class GradientExplosionMonitor(DynamicsCallback):
         self._pending: list[tuple[int, torch.Tensor, Optional[torch.Tensor], list[dict]]] = []
         self._loss: Optional[torch.Tensor] = None
         self._new_step = True
-        self._buffers: list[torch.Tensor] = []
-        self._snapshot: list[torch.Tensor] = []
+        #: drops a step's update on action "skip"/"stop"
+        self.update_skip = UpdateSkip()
         self._weight_norms: Optional[torch.Tensor] = None
         #: the last inspected step of each optimizer
         self._last: dict[int, GradientStep] = {}
@@ -161,7 +162,7 @@ class GradientExplosionMonitor(DynamicsCallback):
     def prepare(self, trainer: Any, pl_module: Any) -> None:
         self._derive(pl_module)
         if self.action in ("skip", "stop"):
-            self._buffers = list(pl_module.buffers())
+            self.update_skip.prepare(pl_module)
 
     def layout(self) -> dict[str, list[str]]:
         charts = {"total gradient norm before clipping, and its running median":
@@ -246,9 +247,7 @@ class GradientExplosionMonitor(DynamicsCallback):
             return  # a later micro-batch of an accumulated step
         self._new_step = False
         self._follow_trainable(pl_module)
-        if self._buffers:
-            with torch.no_grad():
-                self._snapshot = [b.clone() for b in self._buffers]
+        self.update_skip.snapshot()
         if self.signal is not None and self._scheduled(trainer.global_step + 1):
             self.signal.attach()
 
@@ -327,12 +326,7 @@ class GradientExplosionMonitor(DynamicsCallback):
         what = "; ".join(_describe(e) for e in events) or "another rank detected an event"
         if self.action == "raise":
             raise GradientExplosionError(f"GradientExplosionMonitor: step {step}: {what}")
-        for p, mine in zip(self._params, stepped):  # this optimizer's update alone
-            if mine:
-                p.grad = None
-        with torch.no_grad():
-            for buffer, saved in zip(self._buffers, self._snapshot):
-                buffer.copy_(saved)
+        self.update_skip.skip([p for p, mine in zip(self._params, stepped) if mine])  # this optimizer's alone
         self.skips += 1
         self.consecutive_skips += 1
         self.events.append({"step": step, "event": "skipped", "reason": what})

@@ -77,6 +77,10 @@ class UpdateCurvature:
         self._metric_taken: Optional[torch.Tensor] = None
         #: how many coordinates the sums run over (all of them below ``max_coordinates``)
         self.sampled_coordinates = 0
+        self._total = 0
+        #: ``‖g‖`` of the gradients last observed (from the sample, scaled to all coordinates, above
+        #: ``max_coordinates``), read back in the same transfer as the secant
+        self.gradient_norm: Optional[float] = None
 
     def observe(self, params: Sequence[torch.Tensor], grads: Sequence[Optional[torch.Tensor]],
                 metric: Optional[Sequence[torch.Tensor]] = None) -> Optional[float]:
@@ -87,7 +91,7 @@ class UpdateCurvature:
         call one gather of the parameters and one of the gradients, two differences and two dot
         products — a handful of passes over memory and of kernel launches, however many tensors the
         model has. A ``metric`` passed again as the same list object is taken as unchanged (it is
-        flattened, and sampled, once)."""
+        flattened, and sampled, once); :meth:`weigh_next` sets one already flat instead."""
         params = [p.detach() for p in params]
         sample = self._coordinates(params)
         dtype = functools.reduce(torch.promote_types, [p.dtype for p in params], torch.float32)
@@ -98,12 +102,20 @@ class UpdateCurvature:
                                    or self._metric_taken.shape != flat_params.shape):
             self._metric_source, self._metric_taken = metric, _flatten(metric, sample, dtype)
         value = None
+        squared_norm = torch.dot(flat_grads, flat_grads)
+        if self._params is not None and self._params.device != flat_params.device:  # restored from a checkpoint
+            self._params, self._grads = self._params.to(flat_params.device), self._grads.to(flat_params.device)
+            self._metric = None if self._metric is None else self._metric.to(flat_params.device)
         if self._params is not None and self._params.shape == flat_params.shape and self._params.dtype == dtype:
             step = self._params.sub_(flat_params)  # θ_t − θ_{t+1} = −d
             change = self._grads.sub_(flat_grads)  # g_t − g_{t+1} = −Δg
             weighted = step if self._metric is None else step * self._metric
-            curvature, length = torch.stack([torch.dot(step, change), torch.dot(weighted, step)]).tolist()
+            curvature, length, squared_norm = torch.stack(
+                [torch.dot(step, change), torch.dot(weighted, step), squared_norm]).tolist()
             value = curvature / length if length > 0 else None
+        else:
+            squared_norm = squared_norm.item()
+        self.gradient_norm = (squared_norm * self._total / max(1, self.sampled_coordinates)) ** 0.5
         self._params, self._grads = flat_params, flat_grads
         if value is not None and value == value:
             self.last = value
@@ -122,7 +134,7 @@ class UpdateCurvature:
         entries where the tensor is large enough to give several, single entries otherwise — drawn
         uniformly without replacement in the same proportion from every parameter (stratified).
         Blocks read only the memory sampled; scattered entries would touch every cache line."""
-        total = sum(p.numel() for p in params)
+        total = self._total = sum(p.numel() for p in params)
         if self.max_coordinates is None or total <= self.max_coordinates:
             self.sampled_coordinates = total
             return None
@@ -141,19 +153,45 @@ class UpdateCurvature:
             self.sampled_coordinates = sum(len(rows) * width for rows, width in self._sample)
         return self._sample
 
+    @property
+    def gradient(self) -> Optional[torch.Tensor]:
+        """The gradients last observed as a flat vector (over the sample), until the next call."""
+        return self._grads
+
+    def weigh_next(self, flat_metric: torch.Tensor) -> None:
+        """The metric of the step about to be taken, flat over the secant's coordinates (:meth:`flatten`),
+        in place of one passed to the :meth:`observe` call just made (which this follows)."""
+        self._metric = flat_metric.to(self._params.dtype) if self._params is not None else None
+
+    def flatten(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Tensors shaped like the parameters, flattened over the secant's coordinates (their sample
+        above ``max_coordinates``), in float32 at least: other per-parameter state (an optimizer's
+        moments) read on the same coordinates."""
+        tensors = [t.detach() for t in tensors]
+        dtype = functools.reduce(torch.promote_types, [t.dtype for t in tensors], torch.float32)
+        return _flatten(tensors, self._coordinates(tensors), dtype)
+
     def forget(self) -> None:
         """Drop the kept step (the next call returns ``None``): after a step that was not taken."""
         self._params = self._grads = self._metric = None
         self._metric_source = self._metric_taken = None
 
-    def state_dict(self) -> dict[str, Any]:
-        """The averages (the kept tensors are not checkpointed: the first step after a resume
-        starts a new secant)."""
-        return {"smoothed": self.smoothed, "last": self.last, "count": self.count}
+    def state_dict(self, *, kept: bool = False) -> dict[str, Any]:
+        """The averages; with ``kept``, also the flat parameters, gradients and metric kept from the
+        last step (on the host: the size of the sample), so a resumed run computes the secant of
+        its first step as the uninterrupted run does. Without them that step starts a new secant."""
+        state: dict[str, Any] = {"smoothed": self.smoothed, "last": self.last, "count": self.count}
+        if kept:
+            state["kept"] = {name: None if t is None else t.detach().cpu().clone()
+                             for name, t in (("params", self._params), ("grads", self._grads), ("metric", self._metric))}
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.smoothed, self.last, self.count = state["smoothed"], state["last"], state["count"]
         self.forget()
+        kept = state.get("kept")
+        if kept is not None:  # moved to the parameters' device at the next call
+            self._params, self._grads, self._metric = kept["params"], kept["grads"], kept["metric"]
 
 
 def _flatten(tensors: Sequence[torch.Tensor], sample: Optional[list], dtype: torch.dtype) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Dynamical-systems quantities built on the curvature engine and the models."""
 
 from .backprop_signal import BackpropSignal, find_blocks
+from .early_warning import InstabilityDetector, Risk, alarm_episodes, divergence_step, loss_spikes
 from .edge_of_stability import REGIMES, classify_regime
 from .spike_detection import GradientDetector
 from .input_jacobian import JacobianSpectrumResult, jacobian_spectrum
@@ -10,10 +11,19 @@ from .sgd_stability import SGDStability, StabilityDiagram, critical_lr, sgd_lyap
 from .synchronization import critical_coupling, lorentzian_order_parameter
 from .signal_propagation import MeanFieldPoint, backprop_lyapunov, critical_weight_variance, mean_field
 from .optimizer_thresholds import StabilityScaling, UnsupportedOptimizer, stability_scaling, stability_threshold
+from .update_stability import UpdateStability
+from .warning_signals import WarningSignals
 
 __all__ = [
     "BackpropSignal",
     "GradientDetector",
+    "InstabilityDetector",
+    "alarm_episodes",
+    "divergence_step",
+    "loss_spikes",
+    "Risk",
+    "UpdateStability",
+    "WarningSignals",
     "JacobianSpectrumResult",
     "MeanFieldPoint",
     "backprop_lyapunov",

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 from torch.nn import functional as F
 
 from lightning_dyn import (CriticalPoints, EdgeOfStability, GradientExplosionMonitor, HessianSettings, HessianSharpness,
-                           JacobianSpectrum, SGDLyapunov)
+                           InstabilityWarning, JacobianSpectrum, SGDLyapunov)
 
 
 @dataclass
@@ -163,5 +163,22 @@ ENTRIES = [
         accepts_loss_fn=False,
         unservable=({"forward_fn": None}, "scalar map"),
         nan_after=lambda going_nan: {"forward_fn": lambda m, x: m(x)[:, 0] * float("nan") if going_nan() else m(x)[:, 0]},
+    ),
+    ContractEntry(
+        name="InstabilityWarning",
+        factory=lambda **kw: InstabilityWarning(**{"every_n_steps": 4, "warmup": 2, **kw}),
+        tags=("dyn/instability_risk_max", "dyn/instability_episodes"),
+        bad_kwargs=[({"every_n_steps": 0}, "every_n_steps"), ({"action": "explode"}, "action"),
+                    ({"levels": {"loss_zscore": 3.0}}, "levels"), ({"levels": {"grad_norm_zscore": 0.0}}, "levels"),
+                    ({"window": 1}, "window"), ({"warmup": 200}, "warmup"), ({"merge": 0}, "merge"),
+                    ({"lr_factor": 1.0}, "lr_factor"), ({"max_consecutive_skips": 0}, "max_consecutive_skips"),
+                    ({"optimizer": -1}, "optimizer")],
+        ddp_tag="dyn/instability_risk_max",
+        accepts_loss_fn=False,
+        # the signals are of the step's global gradient: every rank on the whole data, as one process
+        ddp_trainer_kwargs={"use_distributed_sampler": False},
+        unservable=({"optimizer": 3}, "optimizer=3"),
+        nan_skip_reason="a non-finite gradient is an event of the observed run (risk inf), not a failed "
+                        "measurement (tests/callbacks/test_instability_warning.py)",
     ),
 ]
