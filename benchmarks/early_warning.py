@@ -372,29 +372,55 @@ def actions(traces: list[dict], levels: dict) -> list[str]:
     return out
 
 
-def overhead(repeats: int) -> list[str]:
-    """Wall time of the GPT setting (seed 0 at a tenth of its rate, 200 steps) with and without the callback."""
+def overhead(repeats: int, gpt2_steps: int) -> list[str]:
+    """Time inside the callback against the fit: the GPT setting (seed 0 at a tenth of its rate, 200
+    steps, interleaved repeats), and a 10.5M-parameter GPT-2 from a ``transformers`` config as a user
+    attaches the callback (``benchmarks/finite_difference.py``'s model: 8 layers, width 320, AdamW,
+    batches of 8 × 64 tokens) for ``gpt2_steps`` steps."""
     out = ["\n== overhead: gpt_adamw seed 0, lr/10, 200 steps, interleaved repeats"]
     plain, observed, inside = [], [], []
     for _ in range(repeats):
         for with_cb in (False, True):
             model, _ = build("gpt_adamw", 0, 0.1)
             cbs = [InstabilityWarning()] if with_cb else []
-            trainer = pl.Trainer(max_steps=200, callbacks=cbs, logger=False, enable_checkpointing=False,
-                                 enable_progress_bar=False, enable_model_summary=False)
-            start = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                trainer.fit(model)
-            (observed if with_cb else plain).append(time.perf_counter() - start)
+            seconds = fit_seconds(model, cbs, 200)
+            (observed if with_cb else plain).append(seconds)
             if with_cb:
                 inside.append(cbs[0].total_seconds)
     p, o, i = statistics.median(plain), statistics.median(observed), statistics.median(inside)
-    out.append(f"plain {p:.2f} s, with InstabilityWarning {o:.2f} s: +{100 * (o - p) / p:.1f}% wall; "
+    out.append(f"plain {p:.2f} s, with InstabilityWarning {o:.2f} s: {100 * (o - p) / p:+.1f}% wall; "
                f"inside the callback {i:.3f} s = {100 * i / p:.1f}% of training ({1000 * i / 200:.2f} ms a step); "
                "0 extra gradient evaluations (no forward or backward pass: signals from the step's own gradient "
                "and the optimizer's state)")
+    if gpt2_steps:
+        from finite_difference import LanguageModel, gpt, tokens
+
+        def gpt2_run(callbacks):
+            module = LanguageModel(gpt(8, 320))
+            loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(tokens(512, 1)), batch_size=8,
+                                                 shuffle=True, generator=torch.Generator().manual_seed(0))
+            return fit_seconds(module, callbacks, gpt2_steps, loader)
+
+        plain = gpt2_run([])
+        warning = InstabilityWarning()
+        with_cb = gpt2_run([warning])
+        out.append(f"GPT-2 10.5M (transformers config, AdamW, 8 × 64 tokens), {gpt2_steps} steps: plain {plain:.1f} s "
+                   f"({1000 * plain / gpt2_steps:.0f} ms a step), with InstabilityWarning {with_cb:.1f} s; inside the "
+                   f"callback {warning.total_seconds:.2f} s = {1000 * warning.total_seconds / gpt2_steps:.1f} ms a step "
+                   f"= {100 * warning.total_seconds / plain:.1f}% of training "
+                   f"({warning.signals.stability.curvature.sampled_coordinates:,} of "
+                   f"{sum(p.numel() for p in warning._params):,} coordinates sampled)")
     return out
+
+
+def fit_seconds(model, callbacks, steps, loader=None) -> float:
+    trainer = pl.Trainer(max_steps=steps, callbacks=callbacks, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(model, loader)
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -404,6 +430,7 @@ def main() -> None:
     parser.add_argument("--sections", default="runs,evaluate,actions,overhead",
                         help="runs (missing ones, saved to $EARLY_WARNING_TRACES), evaluate, actions, overhead")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--gpt2-steps", type=int, default=30, help="steps of the GPT-2 overhead row (0: none)")
     args = parser.parse_args()
     sections = set(args.sections.split(","))
     torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -425,7 +452,7 @@ def main() -> None:
     if "actions" in sections and calibration["levels"] is not None:
         print("\n".join(actions(traces, calibration["levels"])), flush=True)
     if "overhead" in sections:
-        print("\n".join(overhead(args.repeats)), flush=True)
+        print("\n".join(overhead(args.repeats, args.gpt2_steps)), flush=True)
 
 
 if __name__ == "__main__":
