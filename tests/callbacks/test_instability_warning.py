@@ -229,3 +229,36 @@ def test_the_config_runs_from_yaml_and_the_report_tells_the_alarms(tmp_path):
     run_dir, report = fit_config_and_report("early_warning", tmp_path, "--trainer.max_steps", "150")
     assert "InstabilityWarning: no alarm in 149 steps" in report
     assert (run_dir / "instability_warning.png").stat().st_size > 10_000
+
+
+def test_two_reductions_on_one_optimizer_compose_and_leave_the_schedule_alone():
+    """EdgeOfStability(action="reduce_lr") beside InstabilityWarning(action="reduce_lr"): one pair of
+    step hooks applies the product of both factors, and the scheduler's rate is put back bitwise
+    (with a pair of hooks each, the second restored the first's reduced rate: the schedule drifted)."""
+    from lightning_dyn import EdgeOfStability, HessianSettings
+    from lightning_dyn.callbacks import LearningRateReduction
+
+    p = torch.nn.Parameter(torch.ones(1, dtype=torch.float64))
+    optimizer = torch.optim.SGD([p], lr=1.0)
+    first, second = LearningRateReduction(), LearningRateReduction()
+    first.attach(optimizer), second.attach(optimizer)
+    first.reduce(0.5), second.reduce(0.25)
+    for _ in range(3):
+        p.grad = torch.ones(1, dtype=torch.float64)
+        optimizer.step()
+        assert optimizer.param_groups[0]["lr"] == 1.0
+    assert p.item() == 1.0 - 3 * 0.125
+    first.detach(), second.detach()
+    p.grad = torch.ones(1, dtype=torch.float64)
+    optimizer.step()  # no hooks left
+    assert p.item() == 1.0 - 3 * 0.125 - 1.0
+
+    # on a real Trainer: both callbacks' reductions (set before the fit) compose to 0.25 × the schedule
+    module = Quadratic([1.0, 0.5, 0.1], lr=1.6)
+    eos = EdgeOfStability(every_n_steps=50, action="reduce_lr", hessian=HessianSettings(probe_size=1))
+    warning = InstabilityWarning(action="reduce_lr", levels={name: math.inf for name in AT_THE_THRESHOLD})
+    eos.lr_reduction.reduce(0.5), warning.lr_reduction.reduce(0.5)
+    trainer = _run(module, [eos, warning], 40)
+    assert trainer.optimizers[0].param_groups[0]["lr"] == 1.6  # the schedule, bitwise
+    want = torch.tensor([(1 - 0.4 * lam) ** 40 for lam in (1.0, 0.5, 0.1)], dtype=torch.float64)
+    torch.testing.assert_close(module.x.detach(), want, rtol=1e-12, atol=0)
