@@ -66,7 +66,7 @@ from sklearn.metrics import average_precision_score
 from torch import nn
 
 from lightning_dyn import InstabilityWarning
-from lightning_dyn.dynamics import loss_spikes
+from lightning_dyn.dynamics import alarm_episodes, loss_spikes
 
 SETTINGS = ("gpt_adamw", "mlp_sgd_sweep", "mlp_gd_stepup")
 CALIBRATION, HELD_OUT = range(0, 10), range(10, 20)
@@ -227,11 +227,9 @@ def score_series(trace: dict, detector: str, levels: dict | None = None) -> np.n
 
 
 def episode_onsets(alarm: np.ndarray) -> np.ndarray:
-    """The first step of each alarm episode (alarm steps at most MERGE apart are one episode)."""
-    steps = np.flatnonzero(alarm)
-    if not len(steps):
-        return steps
-    return steps[np.r_[True, np.diff(steps) > MERGE]]
+    """The first step of each alarm episode (the detector's rule: alarm steps at most MERGE apart are one)."""
+    return np.array([a for a, _ in alarm_episodes([(t, 1.0) for t in np.flatnonzero(alarm).tolist()], MERGE)],
+                    dtype=np.int64)
 
 
 def score_run(alarm: np.ndarray, onsets: list[int]) -> dict:

@@ -146,10 +146,6 @@ class InstabilityWarning(DynamicsCallback):
         self._measured: Any = None
         self._params: list = []
 
-    @property
-    def levels(self) -> dict[str, float]:
-        return dict(self.detector.levels)
-
     # -- setup ----------------------------------------------------------------------------------
     def prepare(self, trainer: Any, pl_module: Any) -> None:
         optimizer = optimizer_at(trainer, self.optimizer_index, "InstabilityWarning", required=True)

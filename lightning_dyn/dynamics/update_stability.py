@@ -82,11 +82,12 @@ class UpdateStability:
             return None
         return value, (value / threshold if 0 < threshold < math.inf else math.nan)
 
-    def adam_moments(self, optimizer: torch.optim.Optimizer,
-                     params: Sequence[torch.nn.Parameter]) -> Optional["AdamMoments"]:
-        """Adam's moments on the secant's coordinates (zeros at ``t = 0`` before the first step), or
-        ``None``: not Adam/AdamW, groups that differ in rate or hyperparameters, AMSGrad, or some
-        parameters with a state and some without."""
+    def adam_moments(self, optimizer: torch.optim.Optimizer, params: Sequence[torch.nn.Parameter], *,
+                     first_moment: bool = False) -> Optional["AdamMoments"]:
+        """Adam's second moment (and, with ``first_moment``, its first) on the secant's coordinates —
+        zeros at ``t = 0`` before the first step — or ``None``: not Adam/AdamW, groups that differ in
+        rate or hyperparameters, AMSGrad, or some parameters with a state and some without. The
+        metric needs ``v`` alone; the update RMS needs ``m`` too."""
         if not isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
             return None
         groups = optimizer.param_groups
@@ -98,11 +99,11 @@ class UpdateStability:
         flatten = self.curvature.flatten
         if params and not any(states):  # before the first step: the moments start at 0
             zeros = torch.zeros_like(flatten(params))
-            return AdamMoments(beta1, beta2, eps, 0.0, zeros, zeros.clone())
+            return AdamMoments(beta1, beta2, eps, 0.0, zeros, zeros.clone() if first_moment else None)
         if not states or any("exp_avg_sq" not in state for state in states):
             return None
-        return AdamMoments(beta1, beta2, eps, float(states[0]["step"]), flatten([st["exp_avg"] for st in states]),
-                           flatten([st["exp_avg_sq"] for st in states]))
+        return AdamMoments(beta1, beta2, eps, float(states[0]["step"]), flatten([st["exp_avg_sq"] for st in states]),
+                           flatten([st["exp_avg"] for st in states]) if first_moment else None)
 
     def _refresh(self, optimizer: torch.optim.Optimizer, params: Sequence[torch.nn.Parameter], lr_scale: float) -> bool:
         """The metric ``1/D²`` of the measured operator ``D H D``; with one learning rate
@@ -131,10 +132,6 @@ class UpdateStability:
             return _threshold(optimizer, lr_scale)
         return self._threshold_units / largest_rate(optimizer, lr_scale)
 
-    def forget(self) -> None:
-        """Drop the kept step: the next call starts a new secant."""
-        self.curvature.forget()
-
     def state_dict(self, *, kept: bool = False) -> dict[str, Any]:
         """The secant's state (``kept``: :meth:`~lightning_dyn.curvature.UpdateCurvature.state_dict`). The metric is not
         checkpointed: a resumed run refreshes it at its first step."""
@@ -147,40 +144,41 @@ class UpdateStability:
 
 @dataclass
 class AdamMoments:
-    """Adam's state after ``t`` steps on the secant's coordinates: ``m`` and ``v`` flat (copies,
-    advanced in place by :meth:`next_step`)."""
+    """Adam's state after ``t`` steps on the secant's coordinates: ``v`` flat, and ``m`` when asked
+    for (copies, advanced in place to the step about to be taken)."""
 
     beta1: float
     beta2: float
     eps: float
     t: float
-    m: torch.Tensor
     v: torch.Tensor
-
-    def next_step(self, gradient: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(m_{t+1}, P)`` of the step about to be taken with ``gradient``: ``m_{t+1} = β₁m + (1−β₁)g``,
-        ``v_{t+1} = β₂v + (1−β₂)g²`` and ``P = (1−β₁^{t+1})(√(v_{t+1}/(1−β₂^{t+1})) + ε)``, so that the
-        step is ``d = −η P⁻¹ m_{t+1}`` (decoupled weight decay aside). Computed once per gradient."""
-        cached = getattr(self, "_next", None)
-        if cached is not None and cached[0] is gradient:
-            return cached[1], cached[2]
-        t = self.t + 1.0
-        # in place on the flat copies of m and v, which nothing else holds
-        m = self.m.mul_(self.beta1).add_(gradient, alpha=1 - self.beta1)
-        P = self.v.mul_(self.beta2).addcmul_(gradient, gradient, value=1 - self.beta2)
-        P.div_(1 - self.beta2**t).sqrt_().add_(self.eps).mul_(1 - self.beta1**t)
-        self._next = (gradient, m, P)
-        return m, P
+    m: Optional[torch.Tensor] = None
 
     def preconditioner(self, gradient: torch.Tensor) -> torch.Tensor:
-        """``P`` of the step about to be taken (:meth:`next_step`)."""
-        return self.next_step(gradient)[1]
+        """``P = (1−β₁^{t+1})(√(v_{t+1}/(1−β₂^{t+1})) + ε)`` of the step about to be taken with
+        ``gradient``, ``v_{t+1} = β₂v + (1−β₂)g²``: the step is ``d = −η P⁻¹ m_{t+1}`` (decoupled
+        weight decay aside). Computed once per gradient."""
+        cached = getattr(self, "_P", None)
+        if cached is not None and cached[0] is gradient:
+            return cached[1]
+        t = self.t + 1.0
+        # in place on the flat copy of v, which nothing else holds
+        P = self.v.mul_(self.beta2).addcmul_(gradient, gradient, value=1 - self.beta2)
+        P.div_(1 - self.beta2**t).sqrt_().add_(self.eps).mul_(1 - self.beta1**t)
+        self._P = (gradient, P)
+        return P
+
+    def normalised_update(self, gradient: torch.Tensor) -> torch.Tensor:
+        """``m̂/(√v̂ + ε) = P⁻¹ m_{t+1}``, ``m_{t+1} = β₁m + (1−β₁)g``: the update about to be taken,
+        over ``η`` (needs ``m``; advances it in place: once per gradient)."""
+        assert self.m is not None, "the update needs the first moment (adam_moments(first_moment=True))"
+        P = self.preconditioner(gradient)
+        return self.m.mul_(self.beta1).add_(gradient, alpha=1 - self.beta1).div_(P)
 
     def update_rms(self, gradient: torch.Tensor) -> float:
-        """``RMS(m̂/(√v̂ + ε)) = RMS(P⁻¹ m_{t+1})``: the root mean square of the normalised update
-        about to be taken."""
-        m, P = self.next_step(gradient)
-        return float(torch.linalg.vector_norm(m / P)) / max(1, m.numel()) ** 0.5
+        """``RMS(m̂/(√v̂ + ε))``: the root mean square of the normalised update about to be taken."""
+        u = self.normalised_update(gradient)
+        return float(torch.linalg.vector_norm(u)) / max(1, u.numel()) ** 0.5
 
 
 def _threshold(optimizer: torch.optim.Optimizer, lr_scale: float) -> float:

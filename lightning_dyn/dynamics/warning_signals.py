@@ -18,8 +18,8 @@ optimizer's state — no extra forward or backward pass:
 
 All three come from the secant's flat buffers (above a million coordinates, a fixed sample of
 them — :class:`~lightning_dyn.curvature.UpdateCurvature`): one transfer to the host for the secant
-and the norm (Adam's moments are gathered once, for the secant's metric and the update RMS), one
-more for the update RMS.
+and the norm, one more for the update RMS (Adam's moments are gathered once, for the secant's
+metric and the update RMS).
 """
 
 from __future__ import annotations
@@ -29,10 +29,6 @@ from typing import Any, Optional, Sequence
 import torch
 
 from .update_stability import UpdateStability
-
-#: the raw signals, in the order they are reported
-SIGNALS: tuple[str, ...] = ("update_sharpness_ratio", "update_rms", "grad_norm")
-
 
 class WarningSignals:
     """The raw per-step signals (module docstring).
@@ -49,7 +45,7 @@ class WarningSignals:
         """The signals of the step about to be taken (call before it, gradients set). A signal not
         defined at this step (the first secant, an optimizer without a second moment) is absent."""
         signals: dict[str, float] = {}
-        moments = self.stability.adam_moments(optimizer, params)
+        moments = self.stability.adam_moments(optimizer, params, first_moment=True)
         observed = self.stability.observe(optimizer, params, step, lr_scale=lr_scale, moments=moments)
         if observed is not None and observed[1] == observed[1]:
             signals["update_sharpness_ratio"] = observed[1]
@@ -59,9 +55,6 @@ class WarningSignals:
         if moments is not None and curvature.gradient is not None:
             signals["update_rms"] = moments.update_rms(curvature.gradient)
         return signals
-
-    def forget(self) -> None:
-        self.stability.forget()
 
     def state_dict(self) -> dict[str, Any]:
         """The secant's state with the tensors kept from the last step (so a resumed run scores its
