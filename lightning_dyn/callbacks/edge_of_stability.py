@@ -16,6 +16,18 @@ and classifies the regime (``below``, ``progressive_sharpening``, ``edge``, ``ab
   ``η_max`` — the same units as with one group at ``η_max``, so the series does not jump when
   ``BackboneFinetuning`` adds the backbone's group.
 
+For SGD (plain or with momentum) each measurement also estimates the *batch sharpness*
+(Andreyev & Beneventano, arXiv:2412.20553; :mod:`lightning_dyn.curvature.batch_sharpness`)::
+
+    BS = E_B [ g_Bᵀ H_B g_B / g_Bᵀ g_B ]
+
+over ``batch_sharpness`` fresh mini-batches of the training batch size (every rank's together under
+DDP), one Hessian–gradient product each: ``dyn/batch_sharpness`` (with ``_stderr`` and ``_ratio``
+against the same threshold). Under mini-batch SGD it, not ``λ_max``, is what settles at ``2/η``,
+with ``λ_max`` below it; under full-batch GD it is the Rayleigh quotient along the gradient, at most
+``λ_max``. The regime is decided from whichever of the two is nearer the threshold — the quantity
+at the edge in the run at hand — and the regime-change text names it.
+
 Also ``dyn/stability_threshold``, ``dyn/sharpness_ratio``, ``dyn/regime`` (0–3 in that order);
 the step at which each regime began is kept. The tags are this callback's own: ``HessianSharpness``
 attached beside it keeps ``dyn/sharpness``. With several optimizers (a GAN) or one over a subset
@@ -38,6 +50,8 @@ from typing import Any, Literal, Optional
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from ..curvature import CurvatureOperator, PreconditionedOperator
+from ..curvature.backends import product_backend
+from ..curvature.batch_sharpness import BatchSharpnessSampler
 from ..dynamics.edge_of_stability import REGIMES, classify_regime
 from ..dynamics.optimizer_thresholds import UnsupportedOptimizer, check_supported, is_adaptive, stability_scaling
 from ..dynamics.update_stability import UpdateStability, largest_rate
@@ -50,6 +64,10 @@ from .lr_reduction import LearningRateReduction
 from .optimizers import optimizer_at, stepped_parameters
 from .validation import check_choice, check_fraction
 from .figures import series_figure
+
+
+#: mini-batches a batch-sharpness estimate averages by default (mini-batch training)
+DEFAULT_BATCH_SHARPNESS = 10
 
 
 class EdgeOfStability(HessianAttributes, DynamicsCallback):
@@ -80,6 +98,11 @@ class EdgeOfStability(HessianAttributes, DynamicsCallback):
             measurement due by the schedule is skipped while the products spent so far exceed that
             share of training's gradient evaluations (deterministic: counted in products, not
             seconds; :mod:`lightning_dyn.callbacks.budget`). ``None`` (default): the fixed schedule.
+        batch_sharpness: mini-batches per measurement for the batch sharpness (SGD only; ``0``: off).
+            Each costs one gradient and one Hessian–vector product on a training batch. ``None``
+            (default): 10 under mini-batch training, off under full-batch training (where ``λ_max``
+            is the quantity at the edge and the one batch would cost three gradient evaluations of
+            the whole set a measurement; pass ``1`` to have it).
         at_fit_end: measure once more when training ends.
         seed: seed of the private generator (probe set, start vectors).
     """
@@ -108,6 +131,7 @@ class EdgeOfStability(HessianAttributes, DynamicsCallback):
         density_at_fit_end: bool = False,
         update_sharpness: bool = True,
         max_overhead: Optional[float] = None,
+        batch_sharpness: Optional[int] = None,
         at_fit_end: bool = True,
         seed: int = 0,
     ) -> None:
@@ -136,6 +160,16 @@ class EdgeOfStability(HessianAttributes, DynamicsCallback):
             raise ConfigurationError(f"`update_sharpness` must be a bool, got {update_sharpness!r}")
         #: the per-step secant curvature along the update against the threshold (``None``: off)
         self.update_stability: Optional[UpdateStability] = UpdateStability() if update_sharpness else None
+        if batch_sharpness is not None and (isinstance(batch_sharpness, bool) or not isinstance(batch_sharpness, int)
+                                            or batch_sharpness < 0):
+            raise ConfigurationError(f"`batch_sharpness` must be a number of mini-batches (an int ≥ 0; 0: off; None: "
+                                     f"10 under mini-batch training), got {batch_sharpness!r}")
+        self._batch_sharpness_default = batch_sharpness is None
+        #: the mini-batches of the batch sharpness and their private generator (``None``: off, or not SGD)
+        self.batch_sharpness: Optional[BatchSharpnessSampler] = (
+            BatchSharpnessSampler(DEFAULT_BATCH_SHARPNESS if batch_sharpness is None else batch_sharpness, seed=seed)
+            if batch_sharpness != 0 else None)
+        self._batch_size: Optional[int] = None
 
     def _optimizer(self, trainer: Any) -> Any:
         return optimizer_at(trainer, self.hessian.optimizer, "EdgeOfStability", required=True)
@@ -156,9 +190,32 @@ class EdgeOfStability(HessianAttributes, DynamicsCallback):
         self.operator_name = "preconditioned Hessian P⁻¹H" if self.preconditioned else "Hessian"
         self.sharpness_name = "preconditioned sharpness λ_max(P⁻¹H)" if self.preconditioned else "sharpness λ_max(H)"
         self.hessian_measurement.prepare(trainer, pl_module, type(self).__name__)
+        self._prepare_batch_sharpness(trainer)
         if self.update_stability is not None and self.hessian_measurement.sharded:
             rank_zero_info("EdgeOfStability: the per-step update sharpness is not computed under sharded training "
                            "(each rank holds a shard of the update); the measurements are")
+
+    def _prepare_batch_sharpness(self, trainer: Any) -> None:
+        """Keep the batch sharpness where it means something: SGD, a known batch size, no sharding."""
+        if self.batch_sharpness is None:
+            return
+        loader = getattr(trainer, "train_dataloader", None)
+        per_batch = getattr(loader, "batch_size", None)
+        try:
+            available = len(loader.dataset)
+        except (AttributeError, TypeError):  # an iterable dataset: size unknown
+            available = None
+        full_batch = bool(per_batch) and available is not None and per_batch * trainer.world_size >= available
+        why = ("it is SGD's quantity (the optimizer is adaptive: its threshold is on the preconditioned sharpness)"
+               if self.preconditioned else "the parameters are sharded" if self.hessian_measurement.sharded
+               else "the train dataloader has no batch_size (a custom batch_sampler)" if not per_batch
+               else "full-batch training, where λ_max is the quantity at the edge (pass batch_sharpness=1 for the "
+                    "Rayleigh quotient along the gradient)" if full_batch and self._batch_sharpness_default else None)
+        if why:
+            rank_zero_info(f"EdgeOfStability: no batch sharpness: {why}")
+            self.batch_sharpness = None
+            return
+        self._batch_size = per_batch * trainer.world_size  # the batch one step's gradient averages
 
     def operator(self, trainer: Any, pl_module: Any) -> CurvatureOperator:
         """The measured operator at the current parameters: ``H``, or ``D H D`` (module docstring)."""
@@ -192,19 +249,39 @@ class EdgeOfStability(HessianAttributes, DynamicsCallback):
         if self._never_updated is not None:
             result.scalars["dyn/never_updated_coordinates"] = float(self._never_updated)
         result.extra["regime"] = None
+        if self.batch_sharpness is not None:
+            result.scalars.update(self._batch_sharpness(trainer, pl_module))
         if self._threshold == float("inf"):  # a learning rate of 0: no step, nothing to be unstable
             return result
-        sharp = result.scalars[self.sharpness_tag]
-        ratio = sharp / self._threshold
-        series = [h[self.sharpness_tag] for h in self.history if self.sharpness_tag in h] + [sharp]
-        regime = classify_regime(series, ratio, band=self.band, margin=self.margin)
+        # the quantity at the edge: λ_max, or the batch sharpness where it is nearer the threshold
+        tag = self.sharpness_tag
+        if result.scalars.get("dyn/batch_sharpness", float("-inf")) > result.scalars[tag]:
+            tag = "dyn/batch_sharpness"
+        sharp = result.scalars[tag]
+        series = [h[tag] for h in self.history if tag in h] + [sharp]
+        regime = classify_regime(series, sharp / self._threshold, band=self.band, margin=self.margin)
         result.scalars.update({
             "dyn/stability_threshold": self._threshold,
-            "dyn/sharpness_ratio": ratio,
+            "dyn/sharpness_ratio": result.scalars[self.sharpness_tag] / self._threshold,
             "dyn/regime": float(REGIMES.index(regime)),
         })
-        result.extra["regime"] = regime
+        if "dyn/batch_sharpness" in result.scalars:
+            result.scalars["dyn/batch_sharpness_ratio"] = result.scalars["dyn/batch_sharpness"] / self._threshold
+        result.extra.update(regime=regime, edge_quantity=tag, edge_ratio=sharp / self._threshold)
         return result
+
+    def _batch_sharpness(self, trainer: Any, pl_module: Any) -> dict[str, float]:
+        """``dyn/batch_sharpness`` and its standard error over fresh mini-batches (module docstring)."""
+        assert self.batch_sharpness is not None
+        m = self.hessian_measurement
+        estimate = self.batch_sharpness.measure(
+            pl_module, m.loss, trainer.train_dataloader, batch_size=self._batch_size, mode=m.settings.mode,
+            seed=self.seed, backend=m.backend, params=m.parameters(trainer, type(self).__name__))
+        # a gradient and a product on one training batch each
+        m.budget.charge(estimate.products * (1.0 + product_backend(m.backend).gradients_per_product))
+        if estimate.num_batches == 0:
+            return {}
+        return {"dyn/batch_sharpness": estimate.value, "dyn/batch_sharpness_stderr": estimate.standard_error}
 
     def layout(self) -> dict[str, list[str]]:
         charts = {
@@ -213,6 +290,11 @@ class EdgeOfStability(HessianAttributes, DynamicsCallback):
             "sharpness / threshold (1 = the threshold: the edge of stability; regime changes: Text tab)":
                 ["dyn/sharpness_ratio"],
         }
+        if self.batch_sharpness is not None:
+            charts[f"{self.sharpness_name} and SGD's batch sharpness E_B[g_BᵀH_Bg_B/‖g_B‖²] against the threshold"] = [
+                self.sharpness_tag, "dyn/batch_sharpness", "dyn/stability_threshold"]
+            charts["batch sharpness / threshold (what settles at 1 under mini-batch SGD)"] = [
+                "dyn/batch_sharpness_ratio"]
         if self.preconditioned:
             charts["coordinates the optimizer has never updated (left out of P⁻¹H)"] = ["dyn/never_updated_coordinates"]
         if self.action == "reduce_lr":
@@ -228,16 +310,17 @@ class EdgeOfStability(HessianAttributes, DynamicsCallback):
         if entered:
             self.regime_changes.append({"regime": regime, "step": step,
                                         "sharpness": result.scalars[self.sharpness_tag]})
+        quantity = "batch sharpness" if result.extra["edge_quantity"] == "dyn/batch_sharpness" else "sharpness"
         writer = self.tensorboard(trainer)
         if writer is not None and entered:  # the regime is a category: told as text where it changes
-            writer.add_text("dyn/regime_changes", f"step {step}: **{regime.replace('_', ' ')}** (sharpness / "
-                            f"threshold {result.scalars['dyn/sharpness_ratio']:.3f})", global_step=step)
+            writer.add_text("dyn/regime_changes", f"step {step}: **{regime.replace('_', ' ')}** ({quantity} / "
+                            f"threshold {result.extra['edge_ratio']:.3f})", global_step=step)
         triggered = regime == "above" or (self.act_on == "edge" and regime == "edge")
         if self.action != "none" and self.agree(trainer, triggered and entered):
-            self._act(trainer, step, result.scalars["dyn/sharpness_ratio"])
+            self._act(trainer, step, result.extra["edge_ratio"], quantity)
 
-    def _act(self, trainer: Any, step: int, ratio: float) -> None:
-        message = (f"EdgeOfStability: at step {step} the sharpness is {ratio:.3f}× the optimizer's stability "
+    def _act(self, trainer: Any, step: int, ratio: float, quantity: str = "sharpness") -> None:
+        message = (f"EdgeOfStability: at step {step} the {quantity} is {ratio:.3f}× the optimizer's stability "
                    f"threshold ({self.act_on})")
         self.events.append({"step": step, "event": self.action, "ratio": ratio})
         if self.action == "warn":
@@ -278,8 +361,12 @@ class EdgeOfStability(HessianAttributes, DynamicsCallback):
         fit_end_figures(self, trainer)
 
     def fit_end_figure(self) -> Any:
-        return series_figure(self.history, [self.sharpness_tag, "dyn/stability_threshold"],
-                             labels=[self.sharpness_name, "the optimizer's stability threshold"],
+        tags, labels = [self.sharpness_tag, "dyn/stability_threshold"], [self.sharpness_name,
+                                                                         "the optimizer's stability threshold"]
+        if any("dyn/batch_sharpness" in h for h in self.history):
+            tags.insert(1, "dyn/batch_sharpness")
+            labels.insert(1, "batch sharpness E_B[g_BᵀH_Bg_B/‖g_B‖²]")
+        return series_figure(self.history, tags, labels=labels,
                              title=f"{self.sharpness_name} against the stability threshold",
                              ylabel="curvature (eigenvalue)")
 
@@ -302,6 +389,8 @@ class EdgeOfStability(HessianAttributes, DynamicsCallback):
                      else "learning rate 0: no threshold")
         parts = [f"sharpness {first[tag]:.1f} at step {first['step']} → {last[tag]:.1f} "
                  f"at step {last['step']} ({threshold})"]
+        if "dyn/batch_sharpness" in last:
+            parts.append(f"batch sharpness {last['dyn/batch_sharpness']:.1f} at step {last['step']}")
         for change in self.regime_changes:
             parts.append(f"{change['regime'].replace('_', ' ')} from step {change['step']} "
                          f"(sharpness {change['sharpness']:.1f})")
@@ -314,7 +403,8 @@ class EdgeOfStability(HessianAttributes, DynamicsCallback):
     def extra_state(self) -> dict[str, Any]:
         return {**self.hessian_measurement.state_dict(), "regime_changes": list(self.regime_changes),
                 "update_curvature": None if self.update_stability is None else self.update_stability.state_dict(),
-                "lr_reduction": self.lr_reduction.state_dict()}
+                "lr_reduction": self.lr_reduction.state_dict(),
+                "batch_sharpness": None if self.batch_sharpness is None else self.batch_sharpness.state_dict()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.hessian_measurement.load_state_dict(state)
@@ -323,6 +413,8 @@ class EdgeOfStability(HessianAttributes, DynamicsCallback):
             self.update_stability.load_state_dict(state["update_curvature"])
         if "lr_reduction" in state:  # checkpoints of 1.1 and earlier hold none
             self.lr_reduction.load_state_dict(state["lr_reduction"])
+        if self.batch_sharpness is not None and state.get("batch_sharpness"):  # 1.4 and earlier: none
+            self.batch_sharpness.load_state_dict(state["batch_sharpness"])
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         super().on_train_end(trainer, pl_module)

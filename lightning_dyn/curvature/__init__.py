@@ -8,6 +8,7 @@ Lanczos quadrature), ``PreconditionedOperator`` (``D H D``), ``ShardedHessianOpe
 of an FSDP2-sharded model, shard by shard).
 """
 
+from .batch_sharpness import BatchSharpnessEstimate, BatchSharpnessSampler, batch_sharpness
 from .density import SpectralDensity, spectral_density
 from .eigen import EigenResult, top_eigenpairs
 from .hessian import HessianOperator
@@ -19,6 +20,9 @@ from .tracking import EigenTracker
 from .update_curvature import UpdateCurvature
 
 __all__ = [
+    "BatchSharpnessEstimate",
+    "BatchSharpnessSampler",
+    "batch_sharpness",
     "CurvatureOperator",
     "DenseOperator",
     "EigenTracker",

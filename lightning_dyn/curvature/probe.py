@@ -191,3 +191,36 @@ def trainable_signature(module: torch.nn.Module) -> tuple[tuple[int, int], ...]:
     a layer, and every measurement that depends on the space of trainable parameters (warm starts,
     parameter lists, blocks) is re-derived then."""
     return tuple((id(p), p.numel()) for p in module.parameters() if p.requires_grad)
+
+
+def draw_minibatches(loader: Any, count: int, *, generator: torch.Generator, device: torch.device,
+                     size: Optional[int] = None) -> list[Any]:
+    """``count`` mini-batches of ``size`` samples (default: the loader's batch size — under DDP pass
+    the global batch, every rank's together), as the training distribution draws them:
+    from a map-style dataset each is ``batch_size`` indices drawn uniformly without replacement by
+    ``generator`` (private: nothing the user owns moves), collated by the loader's ``collate_fn``; the
+    whole training set, once, when a batch is as large as the set (full-batch training). From an
+    iterable dataset, the loader's first ``count`` batches (its generators put back afterwards, as
+    for the probe set) — the same ones at every call.
+    """
+    dataset = getattr(loader, "dataset", None)
+    per_batch = getattr(loader, "batch_size", None)
+    to_device = lambda b: tree_map_tensors(lambda t: t.detach().to(device), b)  # noqa: E731
+    if _is_map_style(dataset):
+        available = len(dataset)
+        if available == 0:
+            raise ProbeSetError("the training set is empty")
+        size = min(size or per_batch or available, available)
+        if size >= available:
+            return [to_device(loader.collate_fn([dataset[i] for i in range(available)]))]
+        draws = [torch.randperm(available, generator=generator)[:size].tolist() for _ in range(count)]
+        return [to_device(loader.collate_fn([dataset[i] for i in chosen])) for chosen in draws]
+    batches = []
+    with _loader_generators_preserved(loader):
+        for batch in loader:
+            batches.append(to_device(batch))
+            if len(batches) >= count:
+                break
+    if not batches:
+        raise ProbeSetError("the train dataloader yielded no samples")
+    return batches

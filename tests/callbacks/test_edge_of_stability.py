@@ -258,3 +258,81 @@ def test_the_command_line_lists_its_commands_and_refuses_unknown_ones():
     wrong = subprocess.run([sys.executable, "-m", "lightning_dyn.cli", "train"], capture_output=True, text=True,
                            timeout=60)
     assert wrong.returncode == 2 and "unknown command 'train'" in wrong.stderr
+
+
+def _rayleigh_and_batch_sharpness(module, x, y, batch, draws, seed=0):
+    """Independent: the full-gradient Rayleigh quotient, and the batch sharpness as the mean over
+    ``draws`` random mini-batches (torch.func forward-over-reverse products, float64)."""
+    net = module.net.double()
+    names = [n for n, _ in net.named_parameters()]
+    shapes = [p.shape for p in net.parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+
+    def loss_of(w, xb, yb):
+        chunks = w.split([s.numel() for s in shapes])
+        out = torch.func.functional_call(net, {n: c.view(s) for n, c, s in zip(names, chunks, shapes)}, (xb,))
+        return 0.5 * ((out - yb) ** 2).sum(1).mean()
+
+    def quotient(xb, yb):
+        gradient = torch.func.grad(lambda w: loss_of(w, xb, yb))
+        g = gradient(flat)
+        return float(g @ torch.func.jvp(gradient, (flat,), (g,))[1] / (g @ g))
+
+    generator = torch.Generator().manual_seed(seed)
+    ratios = [quotient(x[i], y[i]) for i in (torch.randperm(len(x), generator=generator)[:batch]
+                                              for _ in range(draws))]
+    module.net.float()
+    return quotient(x, y), float(torch.tensor(ratios).mean()), float(torch.tensor(ratios).std() / draws ** 0.5)
+
+
+def test_batch_sharpness_beside_lambda_max_under_minibatch_sgd(tmp_path):
+    """Mini-batch SGD: ``dyn/batch_sharpness`` at every measurement, with its standard error and its
+    ratio to 2/η; the last one agrees with an independent estimate over 200 mini-batches."""
+    seed_all(0)
+    module = SquaredLossMLP(widths=(64, 8, 10), lr=0.5)
+    eos = EdgeOfStability(every_n_steps=10, hessian=HessianSettings(probe_size=200))
+    logger = TensorBoardLogger(tmp_path, name="", version="")
+    pl.Trainer(max_steps=30, callbacks=[eos], logger=logger, enable_checkpointing=False, enable_progress_bar=False,
+               enable_model_summary=False).fit(module, DigitsDataModule(n=200, batch_size=20, shuffle=True))
+    series = read_scalars(tmp_path)
+    steps = [s for s, _ in series["dyn/eos_sharpness"]]
+    assert [s for s, _ in series["dyn/batch_sharpness"]] == steps == [10, 20, 30]
+    for (_, bs), (_, ratio) in zip(series["dyn/batch_sharpness"], series["dyn/batch_sharpness_ratio"]):
+        assert ratio == pytest.approx(bs * 0.5 / 2, rel=1e-5)
+    from lightning_dyn.data import digits_tensors
+    x, y = (t.double() for t in digits_tensors(200))
+    _, reference, reference_se = _rayleigh_and_batch_sharpness(module, x, y, 20, 200)
+    logged, logged_se = series["dyn/batch_sharpness"][-1][1], series["dyn/batch_sharpness_stderr"][-1][1]
+    assert logged_se > 0
+    assert abs(logged - reference) < 4 * (logged_se ** 2 + reference_se ** 2) ** 0.5
+    assert "batch sharpness" in eos.summary()
+
+
+def test_batch_sharpness_at_full_batch_is_off_by_default_and_the_rayleigh_quotient_when_asked(tmp_path):
+    seed_all(0)
+    quiet = EdgeOfStability(every_n_steps=10, update_sharpness=False)
+    _fit([quiet], steps=10)
+    assert quiet.batch_sharpness is None and all("dyn/batch_sharpness" not in h for h in quiet.history)
+    seed_all(0)
+    module = SquaredLossMLP(widths=(64, 8, 10), lr=0.5)
+    asked = EdgeOfStability(every_n_steps=10, batch_sharpness=1)
+    _fit([asked], steps=10, module=module)
+    from lightning_dyn.data import digits_tensors
+    x, y = (t.double() for t in digits_tensors(200))
+    rayleigh, _, _ = _rayleigh_and_batch_sharpness(module, x, y, 200, 1)
+    last = asked.history[-1]
+    assert last["dyn/batch_sharpness"] == pytest.approx(rayleigh, rel=1e-4)  # float32 training, float64 check
+    assert last["dyn/batch_sharpness"] <= last["dyn/eos_sharpness"] * (1 + 1e-4)
+
+
+def test_no_batch_sharpness_for_adaptive_optimizers_and_bad_values_refused():
+    seed_all(0)
+    eos = EdgeOfStability(every_n_steps=10, batch_sharpness=4)
+    trainer = pl.Trainer(max_steps=10, callbacks=[eos], logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(SquaredLossMLP(widths=(64, 8, 10), optimizer="adam", lr=1e-3),
+                DigitsDataModule(n=200, batch_size=20, shuffle=True))
+    assert eos.batch_sharpness is None and all("dyn/batch_sharpness" not in h for h in eos.history)
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ConfigurationError, match="batch_sharpness"):
+            EdgeOfStability(batch_sharpness=bad)

@@ -81,8 +81,10 @@ ENTRIES = [
     ContractEntry(
         name="EdgeOfStability",
         factory=_with_settings(EdgeOfStability, {"every_n_steps": 4, "probe_size": 256, "tol": 1e-6}),
-        tags=("dyn/sharpness_ratio", "dyn/eos_sharpness", "dyn/stability_threshold", "dyn/regime"),
+        tags=("dyn/sharpness_ratio", "dyn/eos_sharpness", "dyn/stability_threshold", "dyn/regime",
+              "dyn/batch_sharpness", "dyn/batch_sharpness_ratio"),
         bad_kwargs=[({"every_n_steps": -3}, "every_n_steps"), ({"action": "explode"}, "action"),
+                    ({"batch_sharpness": -1}, "batch_sharpness"),
                     ({"act_on": "below"}, "act_on"), ({"margin": 2.0}, "margin"), ({"lr_factor": 1.5}, "lr_factor"),
                     ({"optimizer": 1.5}, "optimizer")],
         ddp_tag="dyn/eos_sharpness",

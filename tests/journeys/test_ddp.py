@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_dyn.curvature.probe import draw_probe_set
+from lightning_dyn.curvature import BatchSharpnessSampler, batch_sharpness
+from lightning_dyn.curvature.probe import draw_minibatches, draw_probe_set
 from tests.journeys.common import reference_top_eigenvalue
 from tests.journeys.ddp_run import NAN_STEP, BatchNormClassifier, cross_entropy, dataset
 
@@ -45,6 +46,16 @@ def test_two_ranks_agree_skip_together_and_measure_the_global_probe_set(strategy
     assert sum(ranks[0]["probe"]) + sum(ranks[1]["probe"]) == pytest.approx(sum(float(b[0].sum()) for b in whole))
     want = reference_top_eigenvalue(model, cross_entropy, whole)
     assert ranks[0]["sharpness"]["history"][-1]["dyn/sharpness"] == pytest.approx(want, rel=1e-5)
+    # the batch sharpness is over mini-batches of the global batch (2 × 16), split over the ranks and
+    # all-reduced: one process drawing the same batches from the same private generator gets it
+    measured = [h for h in ranks[0]["eos"]["history"] if "dyn/batch_sharpness" in h]
+    assert measured
+    sampler = BatchSharpnessSampler(10, seed=0)
+    for _ in measured:
+        batches = draw_minibatches(_Loader(), 10, generator=sampler.generator, device=torch.device("cpu"), size=32)
+    assert all(len(b[0]) == 32 for b in batches)
+    alone = batch_sharpness(model, cross_entropy, batches, distributed=False)
+    assert measured[-1]["dyn/batch_sharpness"] == pytest.approx(alone.value, rel=1e-5)
 
 
 class _Loader:
