@@ -1,6 +1,8 @@
 """Dynamical-systems quantities built on the curvature engine and the models."""
 
 from .backprop_signal import BackpropSignal, find_blocks
+from .central_flow import CentralFlow, FlowPoint, module_loss
+from .complementarity import complementarity_residual, solve_complementarity
 from .early_warning import InstabilityDetector, Risk, alarm_episodes, divergence_step, loss_spikes
 from .edge_of_stability import REGIMES, classify_regime
 from .spike_detection import GradientDetector
@@ -15,6 +17,11 @@ from .update_stability import UpdateStability
 from .warning_signals import WarningSignals
 
 __all__ = [
+    "CentralFlow",
+    "FlowPoint",
+    "module_loss",
+    "complementarity_residual",
+    "solve_complementarity",
     "BackpropSignal",
     "GradientDetector",
     "InstabilityDetector",
