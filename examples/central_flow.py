@@ -85,6 +85,14 @@ def main(n: int = N, lr: float = LR, steps: int = STEPS, dt: float = 0.5, logdir
     phase = [t for t in held if start + WINDOW <= t <= steps - WINDOW // 2]
     rows = []
     writer = SummaryWriter(logdir) if logdir else None
+    if writer is not None:  # each comparison on one chart
+        tags = lambda *names: ["Multiline", [f"central_flow/{n}" for n in names]]  # noqa: E731
+        writer.add_custom_scalars({"GD beside its central flow": {
+            "loss: GD, GD's window mean, the flow's predicted mean L + ½⟨Σ,H⟩, the flow's L":
+                tags("gd_loss", "gd_loss_windowed", "flow_time_averaged_loss", "flow_loss"),
+            "sharpness: GD's λ_max, the flow's λ_max, 2/η": tags("gd_sharpness", "flow_sharpness", "threshold"),
+            "oscillation: the flow's σ² = tr Σ, GD's variance in the held eigenvectors":
+                tags("flow_sigma2", "gd_variance_along_u")}})
     for t, (p, w) in sorted(states.items()):
         gd_mean = windowed(gd["loss"], t)
         window = range(max(t - WINDOW // 2, 0), min(t + WINDOW // 2, steps + 1))

@@ -21,8 +21,8 @@ For SGD (plain or with momentum) each measurement also estimates the *batch shar
 
     BS = E_B [ g_Bᵀ H_B g_B / g_Bᵀ g_B ]
 
-over ``batch_sharpness`` fresh mini-batches of the training batch size (every rank's together under
-DDP), one Hessian–gradient product each: ``dyn/batch_sharpness`` (with ``_stderr`` and ``_ratio``
+over ``batch_sharpness`` fresh mini-batches of the batch one optimizer step averages (the loader's
+batch size × the world size × ``accumulate_grad_batches``), one Hessian–gradient product each: ``dyn/batch_sharpness`` (with ``_stderr`` and ``_ratio``
 against the same threshold). Under mini-batch SGD it, not ``λ_max``, is what settles at ``2/η``,
 with ``λ_max`` below it; under full-batch GD it is the Rayleigh quotient along the gradient, at most
 ``λ_max``. The regime is decided from whichever of the two is nearer the threshold — the quantity
@@ -205,7 +205,9 @@ class EdgeOfStability(HessianAttributes, DynamicsCallback):
             available = len(loader.dataset)
         except (AttributeError, TypeError):  # an iterable dataset: size unknown
             available = None
-        full_batch = bool(per_batch) and available is not None and per_batch * trainer.world_size >= available
+        # the batch one optimizer step's gradient averages: every rank's, every accumulated micro-batch's
+        step_batch = (per_batch or 0) * trainer.world_size * int(getattr(trainer, "accumulate_grad_batches", 1) or 1)
+        full_batch = bool(per_batch) and available is not None and step_batch >= available
         why = ("it is SGD's quantity (the optimizer is adaptive: its threshold is on the preconditioned sharpness)"
                if self.preconditioned else "the parameters are sharded" if self.hessian_measurement.sharded
                else "the train dataloader has no batch_size (a custom batch_sampler)" if not per_batch
@@ -215,7 +217,7 @@ class EdgeOfStability(HessianAttributes, DynamicsCallback):
             rank_zero_info(f"EdgeOfStability: no batch sharpness: {why}")
             self.batch_sharpness = None
             return
-        self._batch_size = per_batch * trainer.world_size  # the batch one step's gradient averages
+        self._batch_size = step_batch
 
     def operator(self, trainer: Any, pl_module: Any) -> CurvatureOperator:
         """The measured operator at the current parameters: ``H``, or ``D H D`` (module docstring)."""
@@ -293,7 +295,7 @@ class EdgeOfStability(HessianAttributes, DynamicsCallback):
         if self.batch_sharpness is not None:
             charts[f"{self.sharpness_name} and SGD's batch sharpness E_B[g_BᵀH_Bg_B/‖g_B‖²] against the threshold"] = [
                 self.sharpness_tag, "dyn/batch_sharpness", "dyn/stability_threshold"]
-            charts["batch sharpness / threshold (what settles at 1 under mini-batch SGD)"] = [
+            charts["batch sharpness / threshold (1: the edge of stochastic stability of mini-batch SGD)"] = [
                 "dyn/batch_sharpness_ratio"]
         if self.preconditioned:
             charts["coordinates the optimizer has never updated (left out of P⁻¹H)"] = ["dyn/never_updated_coordinates"]

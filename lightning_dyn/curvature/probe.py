@@ -127,6 +127,19 @@ def _loader_generators_preserved(loader: Any) -> Iterator[None]:
             np.random.set_state(np_state)
 
 
+def _source(loader: Any, device: torch.device) -> tuple[Any, Optional[int], Callable[[Any], Any], Optional[int]]:
+    """The loader's dataset, its batch size, a copier of batches to ``device``, and the dataset's
+    size when it is map-style (``None`` for an iterable one; an empty one is refused)."""
+    dataset = getattr(loader, "dataset", None)
+    to_device = lambda b: tree_map_tensors(lambda t: t.detach().to(device), b)  # noqa: E731
+    available = None
+    if _is_map_style(dataset):
+        available = len(dataset)
+        if available == 0:
+            raise ProbeSetError("the training set is empty")
+    return dataset, getattr(loader, "batch_size", None), to_device, available
+
+
 def draw_probe_set(loader: Any, probe_size: Optional[int], *, device: torch.device, seed: int = 0,
                    default_size: int = 1000, rank: int = 0, world_size: int = 1,
                    all_gather: Optional[Callable[[list[Any]], list[Any]]] = None) -> ProbeSet:
@@ -142,13 +155,8 @@ def draw_probe_set(loader: Any, probe_size: Optional[int], *, device: torch.devi
         all_gather: for an iterable dataset under DDP, a function gathering every rank's batches
             (a list of batches per rank) into one list in the same order on every rank.
     """
-    dataset = getattr(loader, "dataset", None)
-    per_batch = getattr(loader, "batch_size", None)
-    to_device = lambda b: tree_map_tensors(lambda t: t.detach().to(device), b)  # noqa: E731
-    if _is_map_style(dataset):
-        available = len(dataset)
-        if available == 0:
-            raise ProbeSetError("the training set is empty")
+    dataset, per_batch, to_device, available = _source(loader, device)
+    if available is not None:
         n, said = _size(probe_size, available, default_size)
         generator = torch.Generator().manual_seed(seed)
         indices = sorted(torch.randperm(available, generator=generator)[:n].tolist())
@@ -203,13 +211,8 @@ def draw_minibatches(loader: Any, count: int, *, generator: torch.Generator, dev
     iterable dataset, the loader's first ``count`` batches (its generators put back afterwards, as
     for the probe set) — the same ones at every call.
     """
-    dataset = getattr(loader, "dataset", None)
-    per_batch = getattr(loader, "batch_size", None)
-    to_device = lambda b: tree_map_tensors(lambda t: t.detach().to(device), b)  # noqa: E731
-    if _is_map_style(dataset):
-        available = len(dataset)
-        if available == 0:
-            raise ProbeSetError("the training set is empty")
+    dataset, per_batch, to_device, available = _source(loader, device)
+    if available is not None:
         size = min(size or per_batch or available, available)
         if size >= available:
             return [to_device(loader.collate_fn([dataset[i] for i in range(available)]))]

@@ -66,6 +66,8 @@ def test_cnn_with_batchnorm_dropout_and_a_loader_generator():
     assert eos.history == alone.history
     # the batch SGD's noise has is the optimizer step's: 16 samples × 2 accumulated micro-batches
     assert lyapunov.global_batch == 32 and [h["step"] for h in lyapunov.history] == [8, 16]
+    # and so is the batch of EdgeOfStability's batch sharpness (BatchNorm in eval mode, Dropout off)
+    assert eos._batch_size == 32 and all(h["dyn/batch_sharpness"] > 0 for h in eos.history)
     # values against a float64 reference on the same probe set, in eval mode (BatchNorm's running statistics)
     want = reference_top_eigenvalue(module, cross_entropy, sharp.batches)
     assert sharp.history[-1]["dyn/sharpness"] == pytest.approx(want, rel=1e-5)
