@@ -17,7 +17,7 @@ and classifies the regime (``below``, ``progressive_sharpening``, ``edge``, ``ab
   ``BackboneFinetuning`` adds the backbone's group.
 
 For SGD (plain or with momentum) each measurement also estimates the *batch sharpness*
-(Andreyev & Beneventano, arXiv:2412.20553; :mod:`lightning_dyn.curvature.batch_sharpness`)::
+(Andreyev & Beneventano, arXiv:2412.20553; :mod:`lightning_dyn.curvature.minibatch_sharpness`)::
 
     BS = E_B [ g_Bᵀ H_B g_B / g_Bᵀ g_B ]
 
@@ -51,7 +51,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from ..curvature import CurvatureOperator, PreconditionedOperator
 from ..curvature.backends import product_backend
-from ..curvature.batch_sharpness import BatchSharpnessSampler
+from ..curvature.minibatch_sharpness import BatchSharpnessSampler
 from ..dynamics.edge_of_stability import REGIMES, classify_regime
 from ..dynamics.optimizer_thresholds import UnsupportedOptimizer, check_supported, is_adaptive, stability_scaling
 from ..dynamics.update_stability import UpdateStability, largest_rate

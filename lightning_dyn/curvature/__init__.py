@@ -8,7 +8,7 @@ Lanczos quadrature), ``PreconditionedOperator`` (``D H D``), ``ShardedHessianOpe
 of an FSDP2-sharded model, shard by shard).
 """
 
-from .batch_sharpness import BatchSharpnessEstimate, BatchSharpnessSampler, batch_sharpness
+from .minibatch_sharpness import BatchSharpnessEstimate, BatchSharpnessSampler, batch_sharpness
 from .density import SpectralDensity, spectral_density
 from .eigen import EigenResult, top_eigenpairs
 from .hessian import HessianOperator

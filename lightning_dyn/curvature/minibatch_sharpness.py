@@ -1,4 +1,4 @@
-"""Batch sharpness: the curvature mini-batch SGD is stable against.
+"""Batch sharpness: the curvature mini-batch SGD is stable against (the function :func:`batch_sharpness`).
 
 For mini-batch SGD ``w ← w − η g_B`` the quantity that settles at ``2/η`` is not the full-batch
 ``λ_max`` but the *batch sharpness* (Andreyev & Beneventano, "Edge of Stochastic Stability:
@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..sampling import generator_bytes, generator_from_bytes
 from .hessian import HessianOperator, LossFn
 from .probe import draw_minibatches
 
@@ -136,6 +137,13 @@ class BatchSharpnessSampler:
         batches = draw_minibatches(loader, self.num_batches, generator=self.generator, device=device,
                                    size=batch_size)
         return batch_sharpness(model, loss_fn, batches, mode=mode, seed=seed, backend=backend, params=params)
+
+    # ``ddp_spawn`` pickles the callbacks: the generator crosses as bytes, not as a shared tensor
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "generator": generator_bytes(self.generator)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({**state, "generator": generator_from_bytes(state["generator"])})
 
     def state_dict(self) -> dict[str, Any]:
         return {"num_batches": self.num_batches, "generator": self.generator.get_state()}
