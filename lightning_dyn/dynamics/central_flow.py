@@ -279,7 +279,8 @@ class CentralFlow:
 
     def state_dict(self) -> dict[str, Any]:
         return {"w": self.w.clone(), "t": self.t, "generator": self.generator.get_state(),
-                "eigenvectors": None if self._eig is None else self._eig.warm_start.clone(),
+                "eigenvectors": None if self._eig is None else
+                (self._eig.warm_start if isinstance(self._eig, EigenResult) else self._eig).clone(),
                 "products": self.products, "third_derivatives": self.third_derivatives}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -204,3 +204,22 @@ def test_central_flow_refuses_bad_arguments():
                           ({"lr": 1, "k": 3}, "k")):
         with pytest.raises(ValueError, match=match):
             CentralFlow(lambda x: x @ x, w, **kwargs)
+
+
+def test_a_resumed_flow_continues_where_it_stopped():
+    def loss(w):
+        return 0.5 * (1 + w[1] ** 2) * w[0] ** 2 - w[1]
+
+    w0 = torch.tensor([0.3, 0.0], dtype=torch.float64)
+    straight = CentralFlow(loss, w0, ETA, k=1, dt=0.05)
+    straight.run(4.0)
+    first = CentralFlow(loss, w0, ETA, k=1, dt=0.05)
+    first.run(2.0)
+    second = CentralFlow(loss, torch.zeros(2, dtype=torch.float64), ETA, k=1, dt=0.05)
+    second.load_state_dict(first.state_dict())
+    second.run(4.0)
+    assert second.t == pytest.approx(straight.t)
+    torch.testing.assert_close(second.w, straight.w, rtol=0, atol=1e-10)
+    third = CentralFlow(loss, w0, ETA, k=1, dt=0.05)
+    third.load_state_dict(first.state_dict())  # a loaded warm start (vectors, not a result) checkpoints again
+    torch.testing.assert_close(third.state_dict()["eigenvectors"], first.state_dict()["eigenvectors"])
