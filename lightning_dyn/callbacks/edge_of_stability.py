@@ -25,8 +25,8 @@ over ``batch_sharpness`` fresh mini-batches of the batch one optimizer step aver
 batch size × the world size × ``accumulate_grad_batches``), one Hessian–gradient product each: ``dyn/batch_sharpness`` (with ``_stderr`` and ``_ratio``
 against the same threshold). Under mini-batch SGD it, not ``λ_max``, is what settles at ``2/η``,
 with ``λ_max`` below it; under full-batch GD it is the Rayleigh quotient along the gradient, at most
-``λ_max``. The regime is decided from whichever of the two is nearer the threshold — the quantity
-at the edge in the run at hand — and the regime-change text names it.
+``λ_max``. The regime is decided from the larger of the two — the one that reaches the threshold first,
+the quantity at the edge in the run at hand — and the regime-change text names it.
 
 Also ``dyn/stability_threshold``, ``dyn/sharpness_ratio``, ``dyn/regime`` (0–3 in that order);
 the step at which each regime began is kept. The tags are this callback's own: ``HessianSharpness``
@@ -255,7 +255,7 @@ class EdgeOfStability(HessianAttributes, DynamicsCallback):
             result.scalars.update(self._batch_sharpness(trainer, pl_module))
         if self._threshold == float("inf"):  # a learning rate of 0: no step, nothing to be unstable
             return result
-        # the quantity at the edge: λ_max, or the batch sharpness where it is nearer the threshold
+        # the quantity at the edge: λ_max, or the batch sharpness where it is the larger
         tag = self.sharpness_tag
         if result.scalars.get("dyn/batch_sharpness", float("-inf")) > result.scalars[tag]:
             tag = "dyn/batch_sharpness"
