@@ -67,7 +67,7 @@ from .figures import series_figure
 
 
 #: mini-batches a batch-sharpness estimate averages by default (mini-batch training)
-DEFAULT_BATCH_SHARPNESS = 10
+DEFAULT_BATCH_SHARPNESS = 4
 
 
 class EdgeOfStability(HessianAttributes, DynamicsCallback):
@@ -100,7 +100,8 @@ class EdgeOfStability(HessianAttributes, DynamicsCallback):
             seconds; :mod:`lightning_dyn.callbacks.budget`). ``None`` (default): the fixed schedule.
         batch_sharpness: mini-batches per measurement for the batch sharpness (SGD only; ``0``: off).
             Each costs one gradient and one Hessian–vector product on a training batch. ``None``
-            (default): 10 under mini-batch training, off under full-batch training (where ``λ_max``
+            (default): 4 under mini-batch training (about as many gradient evaluations as a warm ``λ_max``
+            over the default probe set), off under full-batch training (where ``λ_max``
             is the quantity at the edge and the one batch would cost three gradient evaluations of
             the whole set a measurement; pass ``1`` to have it).
         at_fit_end: measure once more when training ends.
@@ -163,7 +164,7 @@ class EdgeOfStability(HessianAttributes, DynamicsCallback):
         if batch_sharpness is not None and (isinstance(batch_sharpness, bool) or not isinstance(batch_sharpness, int)
                                             or batch_sharpness < 0):
             raise ConfigurationError(f"`batch_sharpness` must be a number of mini-batches (an int ≥ 0; 0: off; None: "
-                                     f"10 under mini-batch training), got {batch_sharpness!r}")
+                                     f"4 under mini-batch training), got {batch_sharpness!r}")
         self._batch_sharpness_default = batch_sharpness is None
         #: the mini-batches of the batch sharpness and their private generator (``None``: off, or not SGD)
         self.batch_sharpness: Optional[BatchSharpnessSampler] = (

@@ -85,7 +85,7 @@ def test_update_sharpness_can_be_turned_off(tmp_path):
 def test_max_overhead_thins_the_schedule_by_its_rule(tmp_path):
     """Measurements at multiples of every_n_steps, taken only while spent ≤ max_overhead × step
     (gradient evaluations of a training batch: products × 2 × probe batches, plus a gradient and a
-    product — 3 — for each of the batch sharpness's 10 mini-batches)."""
+    product — 3 — for each of the batch sharpness's 4 mini-batches)."""
     from lightning_dyn.callbacks.budget import OverheadBudget
     from lightning_dyn.callbacks import ConfigurationError
 
@@ -102,7 +102,7 @@ def test_max_overhead_thins_the_schedule_by_its_rule(tmp_path):
     for step in range(5, 61, 5):
         if spent <= 0.5 * step:
             expected.append(step)
-            spent += next(products) * 2 * budgeted.hessian_measurement.probe_batches_equivalent + 10 * 3
+            spent += next(products) * 2 * budgeted.hessian_measurement.probe_batches_equivalent + 4 * 3
     assert [h["step"] for h in budgeted.history] == expected
     assert len(expected) < 12
     assert budgeted.hessian_measurement.probe_batches_equivalent == 1.0  # the default probe: one batch
