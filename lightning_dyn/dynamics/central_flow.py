@@ -216,29 +216,20 @@ class CentralFlow:
             return -self.lr * g, point
         U = eig.vectors[:, held].to(w.dtype)
         m = len(held)
-        G = {}
+        held_values = np.array([values[i] for i in held])
+        # G[i, j] = ∇_w(u_iᵀ∇²L u_j), symmetric in (i, j)
+        G = torch.empty(m, m, w.numel(), dtype=w.dtype, device=w.device)
         for i in range(m):
             for j in range(i, m):
                 G[i, j] = G[j, i] = d.curvature_gradient(U[:, i], U[:, j])
                 self.third_derivatives += 1
-        A = np.array([[float(torch.dot(G[i, j], g)) for j in range(m)] for i in range(m)])
+        A = torch.einsum("ijd,d->ij", G, g).cpu().double().numpy()
         # relax the held curvature back to the threshold: dM/dt = −κ (M − 2/η) (module docstring)
-        A -= (self.stabilization / self.lr) * np.diag(np.array([values[i] for i in held]) - self.threshold)
-        K = np.empty((m, m, m, m))
-        for i in range(m):
-            for j in range(m):
-                for a in range(m):
-                    for b in range(m):
-                        K[i, j, a, b] = 0.5 * float(torch.dot(G[i, j], G[a, b]))
+        A -= (self.stabilization / self.lr) * np.diag(held_values - self.threshold)
+        K = 0.5 * torch.einsum("ijd,abd->ijab", G, G).cpu().double().numpy()
         X = solve_complementarity(A, K, cone="psd")
-        drift = g.clone()
-        for i in range(m):
-            for j in range(m):
-                if X[i, j] != 0.0:
-                    drift.add_(G[i, j], alpha=0.5 * float(X[i, j]))
-        covariance = np.clip(np.linalg.eigvalsh(X)[::-1], 0.0, None).tolist()
-        held_values = np.array([values[i] for i in held])
-        point.covariance = covariance
+        drift = g + 0.5 * torch.einsum("ij,ijd->d", torch.as_tensor(X, dtype=w.dtype, device=w.device), G)
+        point.covariance = np.clip(np.linalg.eigvalsh(X)[::-1], 0.0, None).tolist()
         point.directions = U
         point.time_averaged_loss = loss + 0.5 * float(np.sum(np.diag(X) * held_values))
         return -self.lr * drift, point

@@ -65,8 +65,9 @@ def solve_complementarity(A: np.ndarray, K: np.ndarray, *, cone: Cone = "psd", t
         return A + (flat @ X.reshape(-1)).reshape(A.shape)
 
     # start from the one-direction answers (exact when the directions do not interact)
-    start = np.maximum(-np.diag(A) if cone == "psd" else -A, 0.0) / np.maximum(np.diag(flat)[:: k + 1] if cone == "psd"
-                                                                              else np.diag(flat), 1e-300)
+    own_a = np.diag(A) if cone == "psd" else A  # each direction's A, and its 𝒦 on itself
+    own_k = np.diag(flat)[:: k + 1] if cone == "psd" else np.diag(flat)
+    start = np.maximum(-own_a, 0.0) / np.maximum(own_k, 1e-300)
     X = np.diag(start) if cone == "psd" else start
     Z, t = X.copy(), 1.0
     step = 1.0 / lipschitz
