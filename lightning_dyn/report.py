@@ -5,7 +5,7 @@
 Figures the callbacks logged to TensorBoard (``dyn/*`` images: the SGD stability diagram, the
 sharpness and density figures) are written as PNGs too. The summary reads the edge-of-stability
 scalars (``EdgeOfStability``'s ``dyn/eos_sharpness`` or ``dyn/preconditioned_sharpness``, else
-``HessianSharpness``'s ``dyn/sharpness``; ``dyn/stability_threshold``, ``dyn/sharpness_ratio``, ``dyn/regime``) and ``train_loss`` when present, e.g. "progressive
+``HessianSharpness``'s ``dyn/sharpness``; ``dyn/stability_threshold``, ``dyn/sharpness_ratio``, ``dyn/regime``, and SGD's ``dyn/batch_sharpness``) and ``train_loss`` when present, e.g. "progressive
 sharpening 3.9 → 20.6 by step 1950; at the edge (threshold 20.0) from step 2000; the loss rose on
 300 steps yet fell 0.62 → 0.015", the last ``SGDLyapunov`` verdict (λ, critical learning rate),
 and the gradients' story: the backprop Lyapunov exponent first and last, the total gradient norm,
@@ -89,6 +89,9 @@ def summarize(series: Series) -> str:
                 parts.append(f"sharpness/threshold then {np.min(ratio):.2f}–{np.max(ratio):.2f} (median {np.median(ratio):.2f})")
         elif threshold:
             parts.append(f"below the threshold ({threshold[-1][1]:.1f}) throughout")
+        batch = series.get("dyn/batch_sharpness_ratio", [])
+        if batch:  # mini-batch SGD: the quantity that settles at the threshold, by Andreyev & Beneventano
+            parts.append(f"batch sharpness/threshold {batch[0][1]:.2f} → {batch[-1][1]:.2f}")
     loss = series.get("train_loss", [])
     if len(loss) > 1:
         values = np.array([v for _, v in loss])
@@ -108,9 +111,11 @@ def write_figures(series: Series, out_dir: str | Path) -> list[Path]:
     what = {"dyn/preconditioned_sharpness": "preconditioned sharpness λ_max(P⁻¹H)",
             "dyn/eos_sharpness": "sharpness λ_max(H)", "dyn/sharpness": "top Hessian eigenvalue λ_max(H)"}[tag]
     panels = [(f"{what} and the optimizer's stability threshold",
-               [(tag, what), ("dyn/stability_threshold", "stability threshold")], None, "curvature (eigenvalue)"),
+               [(tag, what), ("dyn/batch_sharpness", "batch sharpness E_B[g_BᵀH_Bg_B/‖g_B‖²] (SGD)"),
+                ("dyn/stability_threshold", "stability threshold")], None, "curvature (eigenvalue)"),
               ("how close to the threshold (1 = the edge of stability)",
-               [("dyn/sharpness_ratio", "sharpness / threshold")], 1.0, "ratio"),
+               [("dyn/sharpness_ratio", "sharpness / threshold"),
+                ("dyn/batch_sharpness_ratio", "batch sharpness / threshold")], 1.0, "ratio"),
               ("training loss", [("train_loss", "training loss (logged steps)")], None, "loss (log scale)")]
     panels = [p for p in panels if any(t in series for t, _ in p[1])]
     if not panels:

@@ -306,6 +306,12 @@ def test_batch_sharpness_beside_lambda_max_under_minibatch_sgd(tmp_path):
     assert logged_se > 0
     assert abs(logged - reference) < 4 * (logged_se ** 2 + reference_se ** 2) ** 0.5
     assert "batch sharpness" in eos.summary()
+    # the report draws and tells it too
+    from lightning_dyn.report import report
+    text = report(tmp_path, tmp_path / "report")
+    first, last = series["dyn/batch_sharpness_ratio"][0][1], series["dyn/batch_sharpness_ratio"][-1][1]
+    assert f"batch sharpness/threshold {first:.2f} → {last:.2f}" in text
+    assert (tmp_path / "report" / "edge_of_stability.png").exists()
 
 
 def test_batch_sharpness_at_full_batch_is_off_by_default_and_the_rayleigh_quotient_when_asked(tmp_path):
