@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Callable, Literal, Optional
 
-import numpy as np
-import scipy.linalg
 import torch
+
+from .digraph_measures import DigraphMeasure
 
 Graphon = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -109,13 +109,11 @@ def erdos_renyi_sparse(num_nodes: int, mean_degree: float, *, generator: Optiona
 
 
 def graphon_top_eigenvalue(W: Graphon, num_points: int = 2000) -> float:
-    """``λ_max`` of ``(Tf)(x) = ∫ W(x, y) f(y) dy`` by the midpoint (Nyström) rule on ``num_points``
-    nodes: the eigenvalues of ``[W(x_i, x_j)/n]``; the largest real part for a directed graphon."""
-    x = (torch.arange(num_points, dtype=torch.float64) + 0.5) / num_points
-    K = (W(x[:, None], x[None, :]).to(torch.float64) / num_points).numpy()
-    if np.allclose(K, K.T):
-        return float(scipy.linalg.eigvalsh(K, subset_by_index=[num_points - 1, num_points - 1])[0])
-    return float(np.max(np.linalg.eigvals(K).real))
+    """``λ_max`` of ``(Tf)(x) = ∫₀¹ W(x, y) f(y) dy`` by the midpoint (Nyström) rule on ``num_points``
+    nodes: the eigenvalues of ``[W(x_i, x_j)/n]``; the largest real part for a directed graphon
+    (:meth:`DigraphMeasure.top_eigenvalue <lightning_dyn.ensembles.DigraphMeasure.top_eigenvalue>` of
+    the measure ``W(x, y) dy``)."""
+    return DigraphMeasure.kernel(W).top_eigenvalue(num_points)
 
 
 __all__ = ["Graphon", "erdos_renyi", "erdos_renyi_sparse", "graphon_top_eigenvalue", "sample_graphon", "small_world"]

@@ -9,6 +9,7 @@ from .neural_ode import AugmentedNeuralODE, NeuralODE
 from .regressor import ContinuousDepthRegressor
 from .surface_regressor import SurfaceRegressor
 from .kuramoto import KuramotoNetwork, order_parameter, time_averaged_order_parameter
+from .stochastic import sdeint_additive
 
 __all__ = [
     "AugmentedNeuralODE",
@@ -21,5 +22,6 @@ __all__ = [
     "SquaredLossMLP",
     "SurfaceRegressor",
     "order_parameter",
+    "sdeint_additive",
     "time_averaged_order_parameter",
 ]
