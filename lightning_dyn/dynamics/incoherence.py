@@ -19,8 +19,7 @@ import math
 from typing import Optional
 
 import torch
-
-from ..models.kuramoto import KuramotoNetwork
+from torch import nn
 
 GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
@@ -36,14 +35,15 @@ def kronecker_phases(z1: torch.Tensor) -> torch.Tensor:
     return torch.angle(z1) + 2 * torch.atan((1 - rho) / (1 + rho) * torch.tan(math.pi * (u - 0.5)))
 
 
-def incoherence_growth_rate(network: KuramotoNetwork, *, profile: Optional[torch.Tensor] = None, amplitude: float = 0.1,
+def incoherence_growth_rate(network: nn.Module, *, profile: Optional[torch.Tensor] = None, amplitude: float = 0.1,
                             batch: int = 128, t_end: float = 2.0, step_size: float = 0.02, method: str = "heun",
                             num_saves: int = 21, generator: Optional[torch.Generator] = None) -> float:
     """``σ``: the growth rate of ``|E (1/N) Σ_i ψ_i e^{iθ_i}|`` from a state ``amplitude`` away from
     incoherence (see the module).
 
     Args:
-        network: a noisy network of identical oscillators (its frequencies add a rotation only).
+        network: a noisy :class:`~lightning_dyn.KuramotoNetwork` of identical oscillators (its
+            frequencies add a rotation only).
         profile: ``ψ`` at the nodes — a left eigenfunction of the limit kernel's top eigenvalue
             (``None``: constant, right for all-to-all, Erdős–Rényi and rings); e.g. ``g(x_i)`` for
             a rank-one kernel ``f ⊗ g``.
