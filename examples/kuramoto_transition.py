@@ -11,8 +11,6 @@ Writes a PNG and TensorBoard scalars and figure; prints the table. 22 s on 2 CPU
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -21,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import yaml  # noqa: E402
+from example_config import load_config, save_figure  # noqa: E402
 from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 
 from lightning_dyn.dynamics import critical_coupling, lorentzian_order_parameter  # noqa: E402
@@ -40,16 +38,7 @@ def time_averaged_r(net: KuramotoNetwork, t_end: float, step_size: float) -> flo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, help="YAML file with any of: " + ", ".join(DEFAULTS))
-    args = parser.parse_args()
-    cfg = dict(DEFAULTS)
-    if args.config:
-        loaded = yaml.safe_load(args.config.read_text()) or {}
-        unknown = set(loaded) - set(DEFAULTS)
-        if unknown:
-            raise SystemExit(f"unknown keys in {args.config}: {sorted(unknown)}; allowed: {sorted(DEFAULTS)}")
-        cfg.update(loaded)
+    cfg = load_config(__doc__.splitlines()[0], DEFAULTS)
     out = Path(cfg["out_dir"])
     writer = SummaryWriter(str(out))
     graphon = erdos_renyi(cfg["edge_probability"])
@@ -83,12 +72,7 @@ def main() -> None:
     ax.set_ylabel("time-averaged order parameter r")
     ax.set_title(f"Kuramoto synchronisation, {cfg['law']} frequencies")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / "transition.png", dpi=120)
-    writer.add_figure("kuramoto/transition", fig)
-    writer.close()
-    print(f"\nfigure: {out / 'transition.png'}\nTensorBoard: {sys.executable} -m tensorboard.main --logdir {out}")
+    save_figure(fig, writer, out, "transition.png", "kuramoto/transition")
 
 
 if __name__ == "__main__":

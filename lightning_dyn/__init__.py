@@ -23,7 +23,7 @@ from .dynamics import jacobian_spectrum, lyapunov_spectrum, sgd_lyapunov
 from .function_classes import classify_architecture, find_critical_points
 from .models import AugmentedNeuralODE, KuramotoNetwork, NeuralDDE, NeuralODE
 
-__version__ = "1.5.0"
+__version__ = "1.6.0"
 
 __all__ = [
     # callbacks and their settings

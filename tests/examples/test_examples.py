@@ -54,3 +54,28 @@ def test_firing_rate_example_follows_the_pitchfork(tmp_path):
 def test_curvature_example_prints_top_eigenvalues(tmp_path):
     out = _run([str(ROOT / "examples/digits_curvature.py"), "--steps", "100"], tmp_path)
     assert "top eigenvalues" in out and "step  100" in out
+
+
+@pytest.mark.slow
+def test_digraph_measures_example_compares_networks_with_their_vlasov_limit(tmp_path):
+    config = tmp_path / "small.yaml"
+    config.write_text("num_nodes: 500\ncouplings_over_kc: [0.5, 2.0]\nt_end: 20.0\nvlasov_points: 32\n"
+                      f"vlasov_modes: 16\nring_width: 20\nconvergence_nodes: [200, 800]\nout_dir: {tmp_path / 'run'}\n")
+    out = _run([str(ROOT / "examples/digraph_measures.py"), "--config", str(config)], tmp_path)
+    assert (tmp_path / "run" / "digraph_measures.png").stat().st_size > 20_000
+    assert list((tmp_path / "run").glob("**/events.out.tfevents.*"))
+    tables, name = {}, None
+    for line in out.splitlines():
+        if "K_c = 2D/μ_max" in line:
+            name = line.split(":")[0]
+            tables[name] = {}
+        elif name and line.split() and line.split()[0][0].isdigit():
+            values = [float(v) for v in line.split()]
+            tables[name][values[1]] = values[2:]
+    assert set(tables) == {"all-to-all", "Erdős–Rényi", "power law", "directed ring"}
+    assert "K_c = 2D/μ_max = 1.0000" in out  # all-to-all, D = 0.5
+    for name, rows in tables.items():
+        simulated, limit = rows[2.0][:2]
+        assert limit > 0.5 and abs(simulated - limit) < 0.1, name  # synchronised, as its limit says
+        assert rows[0.5][0] < 0.15 and rows[0.5][1] < 0.05, name  # incoherent below K_c: r = O(N^-½); the limit decays as e^{σt}
+    assert tables["directed ring"][2.0][2] < 0.15  # the same ring under the graphon's 1/N stays incoherent
