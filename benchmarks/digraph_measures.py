@@ -38,8 +38,9 @@ import torch
 from torchdiffeq import odeint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lightning_dyn.dynamics import (VlasovKuramoto, critical_gain, incoherence_growth_rate,  # noqa: E402
-                                    noisy_critical_coupling, twisted_state, wrapped_cauchy_phases)
+from lightning_dyn.dynamics import (VlasovKuramoto, critical_coupling_from_rates, critical_gain,  # noqa: E402
+                                    exponential_rate, incoherence_growth_rate, noisy_critical_coupling,
+                                    twisted_state, wrapped_cauchy_phases)
 from lightning_dyn.ensembles import DigraphMeasure, grid_positions  # noqa: E402
 from lightning_dyn.models import FiringRateNetwork, KuramotoNetwork, order_parameter  # noqa: E402
 
@@ -60,10 +61,6 @@ def networks(n: int):
     ]
 
 
-def two_point_root(k1, r1, k2, r2):
-    return k1 - r1 * (k2 - k1) / (r2 - r1)
-
-
 def thresholds(plan):
     rows = []
     for n, seeds in plan:
@@ -79,7 +76,7 @@ def thresholds(plan):
                                                              **sampling)
                     rates.append(incoherence_growth_rate(net, profile=psi,
                                                          generator=torch.Generator().manual_seed(100 + seed)))
-                estimates.append(two_point_root(0.8 * kc, rates[0], 1.2 * kc, rates[1]))
+                estimates.append(critical_coupling_from_rates([0.8 * kc, 1.2 * kc], rates))
             errors = [e / kc - 1 for e in estimates]
             rows.append(dict(network=name, nodes=n, formula=kc, estimates=estimates, errors=errors,
                              seconds=time.perf_counter() - start))
@@ -100,9 +97,7 @@ def vlasov_thresholds():
         sol = v.simulate(v.ott_antonsen(0.01), (0.0, 4.0), num_saves=41)
         a = v.order_parameter(sol.moments, profile)
         keep = sol.times >= 1
-        design = torch.stack((sol.times[keep], torch.ones(int(keep.sum()), dtype=torch.float64)), 1)
-        rates = [float(torch.linalg.lstsq(design, torch.log(a[keep, j])[:, None]).solution[0, 0]) for j in range(2)]
-        est = two_point_root(0.8 * kc, rates[0], 1.2 * kc, rates[1])
+        est = critical_coupling_from_rates([0.8 * kc, 1.2 * kc], exponential_rate(sol.times[keep], a[keep]))
         rows.append(dict(network=name, formula=kc, vlasov=est, error=est / kc - 1))
         print(f"Vlasov  {name.split(' (')[0]:38s} K_c formula {kc:.5f}  limit {est:.5f}  error {100 * (est / kc - 1):+.3f}%")
     return rows
@@ -127,9 +122,9 @@ def convergence(sizes, realisations):
         rms = math.sqrt(sum(e * e for e in errs) / len(errs))
         rows.append(dict(nodes=n, rms_error=rms))
         print(f"finite N vs Vlasov  N={n:5d}  rms sup_t |r_N − r| = {rms:.4f}   (r(5) limit {float(limit[-1]):.4f})", flush=True)
-    logs = torch.tensor([[math.log(r["nodes"]), math.log(r["rms_error"])] for r in rows], dtype=torch.float64)
-    design = torch.stack((logs[:, 0], torch.ones(len(rows), dtype=torch.float64)), 1)
-    slope = float(torch.linalg.lstsq(design, logs[:, 1:]).solution[0, 0])
+    # error ∝ N^s: the slope of log error against log N is exponential_rate's fit with t = log N
+    slope = float(exponential_rate(torch.tensor([math.log(r["nodes"]) for r in rows], dtype=torch.float64),
+                                   torch.tensor([r["rms_error"] for r in rows], dtype=torch.float64)))
     print(f"convergence rate: error ∝ N^{slope:.3f}  (random sampling: N^-0.5 expected)")
     return dict(rows=rows, slope=slope)
 
@@ -181,9 +176,7 @@ def pitchfork(n=2000):
     t = torch.linspace(0, 5, 26, dtype=torch.float64)
     u = odeint(net, torch.full((2, n), 1e-3, dtype=torch.float64), t, method="rk4", options={"step_size": 0.02})
     amp = (u * grid_positions(n) ** -0.25).mean(-1)  # projection on the top eigenfunction
-    design = torch.stack((t[5:], torch.ones_like(t[5:])), 1)
-    rates = [float(torch.linalg.lstsq(design, torch.log(amp[5:, j])[:, None]).solution[0, 0]) for j in range(2)]
-    est = two_point_root(0.9 * gc, rates[0], 1.1 * gc, rates[1])
+    est = critical_coupling_from_rates([0.9 * gc, 1.1 * gc], exponential_rate(t[5:], amp[5:]))
     print(f"firing-rate pitchfork, power law α=0.25, N={n}: gain 1/μ_max = {gc:.4f}, measured {est:.4f} "
           f"({100 * (est / gc - 1):+.2f}%)")
     return dict(formula=gc, measured=est, error=est / gc - 1)

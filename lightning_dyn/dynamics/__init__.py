@@ -6,7 +6,7 @@ from .complementarity import complementarity_residual, solve_complementarity
 from .early_warning import InstabilityDetector, Risk, alarm_episodes, divergence_step, loss_spikes
 from .edge_of_stability import REGIMES, classify_regime
 from .spike_detection import GradientDetector
-from .incoherence import incoherence_growth_rate, kronecker_phases
+from .incoherence import critical_coupling_from_rates, exponential_rate, incoherence_growth_rate, kronecker_phases
 from .input_jacobian import JacobianSpectrumResult, jacobian_spectrum
 from .lyapunov import LyapunovSpectrum, lyapunov_spectrum
 from .ntk import empirical_ntk
@@ -58,6 +58,8 @@ __all__ = [
     "lorentzian_order_parameter",
     "noisy_critical_coupling",
     "noisy_order_parameter",
+    "critical_coupling_from_rates",
+    "exponential_rate",
     "incoherence_growth_rate",
     "kronecker_phases",
     "TwistedState",

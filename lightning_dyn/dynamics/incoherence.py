@@ -61,8 +61,26 @@ def incoherence_growth_rate(network: nn.Module, *, profile: Optional[torch.Tenso
     t, theta = network.simulate(theta0, (0.0, t_end), step_size=step_size, method=method, num_saves=num_saves,
                                 generator=generator)
     a = (psi * torch.exp(1j * theta)).mean(-1).mean(-1).abs()
-    design = torch.stack((t, torch.ones_like(t)), dim=1)
-    return float(torch.linalg.lstsq(design, torch.log(a)[:, None]).solution[0, 0])
+    return float(exponential_rate(t, a))
 
 
-__all__ = ["incoherence_growth_rate", "kronecker_phases"]
+def exponential_rate(times: torch.Tensor, amplitude: torch.Tensor) -> torch.Tensor:
+    """``σ`` of ``amplitude ≈ c·e^{σt}``: the least-squares slope of ``log amplitude`` against ``times``;
+    ``amplitude`` of shape ``(T, ...)`` gives one rate per trailing entry."""
+    design = torch.stack((times, torch.ones_like(times)), dim=1).to(torch.float64)
+    logs = torch.log(amplitude.to(torch.float64)).reshape(len(times), -1)
+    return torch.linalg.lstsq(design, logs).solution[0].reshape(amplitude.shape[1:])
+
+
+def critical_coupling_from_rates(couplings, rates) -> float:
+    """Where the line fitted through ``(K, σ(K))`` crosses ``σ = 0`` (two or more couplings):
+    ``σ = Kμ/2 − D`` is linear in ``K`` about incoherence."""
+    K = torch.as_tensor(couplings, dtype=torch.float64)
+    sigma = torch.as_tensor(rates, dtype=torch.float64)
+    if K.numel() < 2 or K.shape != sigma.shape:
+        raise ValueError("need matching couplings and rates, at least two of each")
+    slope, intercept = torch.linalg.lstsq(torch.stack((K, torch.ones_like(K)), dim=1), sigma[:, None]).solution[:, 0]
+    return float(-intercept / slope)
+
+
+__all__ = ["critical_coupling_from_rates", "exponential_rate", "incoherence_growth_rate", "kronecker_phases"]

@@ -7,16 +7,22 @@ import pytest
 import torch
 from torchdiffeq import odeint
 
-from lightning_dyn.dynamics import (VlasovKuramoto, critical_gain, incoherence_growth_rate, kronecker_phases,
-                                    noisy_critical_coupling, noisy_order_parameter, twisted_state)
+from lightning_dyn.dynamics import (VlasovKuramoto, critical_coupling_from_rates, critical_gain, exponential_rate,
+                                    incoherence_growth_rate, kronecker_phases, noisy_critical_coupling,
+                                    noisy_order_parameter, twisted_state)
 from lightning_dyn.ensembles import DigraphMeasure, grid_positions
 from lightning_dyn.models import FiringRateNetwork, KuramotoNetwork, order_parameter
 
 D = 1.0
 
 
-def _root(k1, r1, k2, r2):
-    return k1 - r1 * (k2 - k1) / (r2 - r1)
+def test_rate_and_threshold_fits_recover_exact_lines():
+    t = torch.linspace(0, 2, 11, dtype=torch.float64)
+    a = torch.stack((0.3 * torch.exp(-0.25 * t), 2.0 * torch.exp(0.5 * t)), dim=1)
+    torch.testing.assert_close(exponential_rate(t, a), torch.tensor([-0.25, 0.5], dtype=torch.float64))
+    assert critical_coupling_from_rates([1.0, 2.0, 3.0], [-0.5, 0.0, 0.5]) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="at least two"):
+        critical_coupling_from_rates([1.0], [0.1])
 
 
 def test_closed_form_thresholds():
@@ -52,7 +58,7 @@ def test_simulated_threshold_is_within_3_percent_of_2d_over_mu_max(name):
                                                  generator=torch.Generator().manual_seed(0), **sampling)
         rates.append(incoherence_growth_rate(net, profile=psi, generator=torch.Generator().manual_seed(100)))
     assert rates[0] < 0 < rates[1]
-    assert _root(0.8 * kc, rates[0], 1.2 * kc, rates[1]) == pytest.approx(kc, rel=0.03)
+    assert critical_coupling_from_rates([0.8 * kc, 1.2 * kc], rates) == pytest.approx(kc, rel=0.03)
 
 
 @pytest.mark.parametrize("name", ["all-to-all", "uniform", "power-law", "directed-rank-one", "shift+uniform"])
@@ -69,9 +75,8 @@ def test_vlasov_threshold_is_within_1_percent(name):
     sol = v.simulate(v.ott_antonsen(0.01), (0.0, 4.0), num_saves=41)
     a = v.order_parameter(sol.moments, None if profile is None else profile(v.nodes))
     keep = sol.times >= 1
-    design = torch.stack((sol.times[keep], torch.ones(int(keep.sum()), dtype=torch.float64)), 1)
-    rates = [float(torch.linalg.lstsq(design, torch.log(a[keep, j])[:, None]).solution[0, 0]) for j in range(2)]
-    assert _root(0.8 * kc, rates[0], 1.2 * kc, rates[1]) == pytest.approx(kc, rel=0.01)
+    rates = exponential_rate(sol.times[keep], a[keep])
+    assert critical_coupling_from_rates([0.8 * kc, 1.2 * kc], rates) == pytest.approx(kc, rel=0.01)
     torch.testing.assert_close(torch.tensor(v.linear_growth_rate(), dtype=torch.float64), torch.tensor([-0.2 * D, 0.2 * D], dtype=torch.float64),
                                rtol=0, atol=1e-5)
 
@@ -175,8 +180,7 @@ def test_firing_rate_pitchfork_on_the_power_law_is_at_one_over_mu_max():
     t = torch.linspace(0, 5, 26, dtype=torch.float64)
     u = odeint(net, torch.full((2, n), 1e-3, dtype=torch.float64), t, method="rk4", options={"step_size": 0.05})
     amp = (u * grid_positions(n) ** -0.25).mean(-1)
-    design = torch.stack((t[5:], torch.ones_like(t[5:])), 1)
-    rates = [float(torch.linalg.lstsq(design, torch.log(amp[5:, j])[:, None]).solution[0, 0]) for j in range(2)]
+    rates = exponential_rate(t[5:], amp[5:])
     assert rates[0] < 0 < rates[1]
     # the N = 2000 sample's top eigenvalue is 0.8 % below the limit's 2 (the singular kernel's first nodes)
-    assert _root(0.9 * gc, rates[0], 1.1 * gc, rates[1]) == pytest.approx(gc, rel=0.015)
+    assert critical_coupling_from_rates([0.9 * gc, 1.1 * gc], rates) == pytest.approx(gc, rel=0.015)
